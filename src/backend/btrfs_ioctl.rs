@@ -1,0 +1,443 @@
+//! Raw btrfs ioctls (magic 0x94): argument structs, request numbers and thin safe wrappers.
+//! Numbers and layouts: linux/btrfs.h (see shared/reference/ioctls.md §A). All `unsafe` for btrfs
+//! lives in this file.
+
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
+use rustix::io::Errno;
+use rustix::ioctl::{ioctl, NoArg, Opcode, Updater};
+
+pub const BTRFS_SUPER_MAGIC: u32 = 0x9123_683E;
+pub const FS_TREE_OBJECTID: u64 = 5;
+pub const FIRST_FREE_OBJECTID: u64 = 256;
+pub const ROOT_TREE_OBJECTID: u64 = 1;
+pub const ROOT_TREE_DIR_OBJECTID: u64 = 6;
+pub const ROOT_ITEM_KEY: u32 = 132;
+pub const ROOT_BACKREF_KEY: u32 = 144;
+pub const ROOT_REF_KEY: u32 = 156;
+pub const DIR_ITEM_KEY: u32 = 84;
+/// ioctl flag bit for read-only (SNAP_CREATE_V2, SUBVOL_{GET,SET}FLAGS).
+pub const SUBVOL_RDONLY: u64 = 1 << 1;
+pub const SUBVOL_SPEC_BY_ID: u64 = 1 << 4;
+
+const SNAP_CREATE_V2: Opcode = 0x5000_9417u32 as Opcode;
+const SUBVOL_CREATE_V2: Opcode = 0x5000_9418u32 as Opcode;
+const SNAP_DESTROY_V2: Opcode = 0x5000_943fu32 as Opcode;
+const SUBVOL_GETFLAGS: Opcode = 0x8008_9419u32 as Opcode;
+const SUBVOL_SETFLAGS: Opcode = 0x4008_941au32 as Opcode;
+const TREE_SEARCH: Opcode = 0xd000_9411u32 as Opcode;
+const INO_LOOKUP: Opcode = 0xd000_9412u32 as Opcode;
+const GET_SUBVOL_INFO: Opcode = 0x81f8_943cu32 as Opcode;
+const SYNC: Opcode = 0x0000_9408u32 as Opcode;
+const SCAN_DEV: Opcode = 0x5000_9404u32 as Opcode;
+
+#[repr(C)]
+pub struct VolArgs {
+    pub fd: i64,
+    pub name: [u8; 4088],
+}
+
+#[repr(C)]
+pub struct VolArgsV2 {
+    pub fd: i64,
+    pub transid: u64,
+    pub flags: u64,
+    pub unused: [u64; 4],
+    /// Union with `devid` / `subvolid` (u64 at the same offset).
+    pub name: [u8; 4040],
+}
+
+#[repr(C)]
+pub struct InoLookupArgs {
+    pub treeid: u64,
+    pub objectid: u64,
+    pub name: [u8; 4080],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct SearchKey {
+    pub tree_id: u64,
+    pub min_objectid: u64,
+    pub max_objectid: u64,
+    pub min_offset: u64,
+    pub max_offset: u64,
+    pub min_transid: u64,
+    pub max_transid: u64,
+    pub min_type: u32,
+    pub max_type: u32,
+    pub nr_items: u32,
+    pub unused: u32,
+    pub unused1: u64,
+    pub unused2: u64,
+    pub unused3: u64,
+    pub unused4: u64,
+}
+
+#[repr(C)]
+pub struct SearchArgs {
+    pub key: SearchKey,
+    pub buf: [u8; 3992],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Timespec {
+    pub sec: u64,
+    pub nsec: u32,
+    pub pad: u32,
+}
+
+#[repr(C)]
+pub struct SubvolInfoArgs {
+    pub treeid: u64,
+    pub name: [u8; 256],
+    pub parent_id: u64,
+    pub dirid: u64,
+    pub generation: u64,
+    pub flags: u64,
+    pub uuid: [u8; 16],
+    pub parent_uuid: [u8; 16],
+    pub received_uuid: [u8; 16],
+    pub ctransid: u64,
+    pub otransid: u64,
+    pub stransid: u64,
+    pub rtransid: u64,
+    pub ctime: Timespec,
+    pub otime: Timespec,
+    pub stime: Timespec,
+    pub rtime: Timespec,
+    pub reserved: [u64; 8],
+}
+
+const _: () = assert!(std::mem::size_of::<VolArgs>() == 4096);
+const _: () = assert!(std::mem::size_of::<VolArgsV2>() == 4096);
+const _: () = assert!(std::mem::size_of::<InoLookupArgs>() == 4096);
+const _: () = assert!(std::mem::size_of::<SearchKey>() == 104);
+const _: () = assert!(std::mem::size_of::<SearchArgs>() == 4096);
+const _: () = assert!(std::mem::size_of::<SubvolInfoArgs>() == 504);
+const _: () = assert!(std::mem::offset_of!(SubvolInfoArgs, otime) == 392);
+const _: () = assert!(std::mem::offset_of!(VolArgsV2, name) == 56);
+
+fn zeroed_v2() -> Box<VolArgsV2> {
+    Box::new(VolArgsV2 {
+        fd: 0,
+        transid: 0,
+        flags: 0,
+        unused: [0; 4],
+        name: [0; 4040],
+    })
+}
+
+/// Copy a single path component into a fixed name buffer (NUL-terminated).
+fn put_name(dst: &mut [u8], name: &str) -> Result<(), Errno> {
+    let b = name.as_bytes();
+    if b.is_empty() || b.len() >= dst.len() || b.contains(&0) || b.contains(&b'/') {
+        return Err(Errno::INVAL);
+    }
+    dst[..b.len()].copy_from_slice(b);
+    Ok(())
+}
+
+fn c_str(buf: &[u8]) -> String {
+    let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Snapshot the subvolume that `src` is in, as `name` inside directory `dst_dir`.
+pub fn snap_create(
+    dst_dir: BorrowedFd,
+    src: BorrowedFd,
+    name: &str,
+    readonly: bool,
+) -> Result<(), Errno> {
+    let mut a = zeroed_v2();
+    a.fd = i64::from(src.as_raw_fd());
+    a.flags = if readonly { SUBVOL_RDONLY } else { 0 };
+    put_name(&mut a.name, name)?;
+    // SAFETY: SNAP_CREATE_V2 reads a 4096-byte btrfs_ioctl_vol_args_v2, which VolArgsV2 is
+    // (size asserted above); the pointer is to the boxed struct, which outlives the call.
+    unsafe { ioctl(dst_dir, Updater::<SNAP_CREATE_V2, VolArgsV2>::new(&mut *a)) }
+}
+
+/// Create an empty subvolume `name` inside directory `dir`.
+pub fn subvol_create(dir: BorrowedFd, name: &str) -> Result<(), Errno> {
+    let mut a = zeroed_v2();
+    put_name(&mut a.name, name)?;
+    // SAFETY: as for snap_create; SUBVOL_CREATE_V2 only reads the struct.
+    unsafe { ioctl(dir, Updater::<SUBVOL_CREATE_V2, VolArgsV2>::new(&mut *a)) }
+}
+
+/// Delete the subvolume with id `subvolid`; `fd` is any directory on the filesystem not inside it.
+pub fn snap_destroy_by_id(fd: BorrowedFd, subvolid: u64) -> Result<(), Errno> {
+    let mut a = zeroed_v2();
+    a.flags = SUBVOL_SPEC_BY_ID;
+    a.name[..8].copy_from_slice(&subvolid.to_ne_bytes());
+    // SAFETY: SNAP_DESTROY_V2 reads a 4096-byte vol_args_v2; with SPEC_BY_ID the kernel reads
+    // the u64 subvolid at offset 56, which we wrote in native byte order.
+    unsafe { ioctl(fd, Updater::<SNAP_DESTROY_V2, VolArgsV2>::new(&mut *a)) }
+}
+
+/// Read the ioctl flags (bit 1 = read-only) of the subvolume whose root directory is `fd`.
+pub fn get_flags(fd: BorrowedFd) -> Result<u64, Errno> {
+    let mut v: u64 = 0;
+    // SAFETY: SUBVOL_GETFLAGS writes one u64; `v` is a valid, exclusively borrowed u64.
+    unsafe { ioctl(fd, Updater::<SUBVOL_GETFLAGS, u64>::new(&mut v))? };
+    Ok(v)
+}
+
+pub fn set_flags(fd: BorrowedFd, flags: u64) -> Result<(), Errno> {
+    let mut v = flags;
+    // SAFETY: SUBVOL_SETFLAGS reads one u64 through the pointer to `v`, which lives across the call.
+    unsafe { ioctl(fd, Updater::<SUBVOL_SETFLAGS, u64>::new(&mut v)) }
+}
+
+/// Commit the current transaction (makes deletions and renames durable).
+pub fn sync(fd: BorrowedFd) -> Result<(), Errno> {
+    // SAFETY: BTRFS_IOC_SYNC takes no argument.
+    unsafe { ioctl(fd, NoArg::<SYNC>::new()) }
+}
+
+/// Register a device with the btrfs module (multi-device filesystems). `ctl` is /dev/btrfs-control.
+pub fn scan_dev(ctl: BorrowedFd, dev: &str) -> Result<(), Errno> {
+    let mut a = Box::new(VolArgs {
+        fd: 0,
+        name: [0; 4088],
+    });
+    let b = dev.as_bytes();
+    if b.len() >= a.name.len() || b.contains(&0) {
+        return Err(Errno::INVAL);
+    }
+    a.name[..b.len()].copy_from_slice(b);
+    // SAFETY: SCAN_DEV reads a 4096-byte btrfs_ioctl_vol_args, which VolArgs is.
+    unsafe { ioctl(ctl, Updater::<SCAN_DEV, VolArgs>::new(&mut *a)) }
+}
+
+/// Information about the subvolume containing `fd`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubvolInfo {
+    pub id: u64,
+    pub name: String,
+    pub parent_id: u64,
+    pub dirid: u64,
+    pub generation: u64,
+    pub readonly: bool,
+    pub uuid: [u8; 16],
+    pub parent_uuid: [u8; 16],
+    pub ctransid: u64,
+    pub otransid: u64,
+    /// Creation time (Unix seconds).
+    pub otime: i64,
+}
+
+pub fn subvol_info(fd: BorrowedFd) -> Result<SubvolInfo, Errno> {
+    let zero_ts = Timespec {
+        sec: 0,
+        nsec: 0,
+        pad: 0,
+    };
+    let mut a = Box::new(SubvolInfoArgs {
+        treeid: 0,
+        name: [0; 256],
+        parent_id: 0,
+        dirid: 0,
+        generation: 0,
+        flags: 0,
+        uuid: [0; 16],
+        parent_uuid: [0; 16],
+        received_uuid: [0; 16],
+        ctransid: 0,
+        otransid: 0,
+        stransid: 0,
+        rtransid: 0,
+        ctime: zero_ts,
+        otime: zero_ts,
+        stime: zero_ts,
+        rtime: zero_ts,
+        reserved: [0; 8],
+    });
+    // SAFETY: GET_SUBVOL_INFO writes a 504-byte btrfs_ioctl_get_subvol_info_args, which
+    // SubvolInfoArgs is (size asserted); the box is exclusively borrowed for the call.
+    unsafe { ioctl(fd, Updater::<GET_SUBVOL_INFO, SubvolInfoArgs>::new(&mut *a))? };
+    Ok(SubvolInfo {
+        id: a.treeid,
+        name: c_str(&a.name),
+        parent_id: a.parent_id,
+        dirid: a.dirid,
+        generation: a.generation,
+        // On-disk root_item flags: bit 0 is read-only.
+        readonly: a.flags & 1 != 0,
+        uuid: a.uuid,
+        parent_uuid: a.parent_uuid,
+        ctransid: a.ctransid,
+        otransid: a.otransid,
+        otime: a.otime.sec as i64,
+    })
+}
+
+/// Path of directory inode `objectid` inside subvolume `treeid`, relative to that subvolume's
+/// root, with a trailing '/' (empty for the root directory itself).
+pub fn ino_lookup(fd: BorrowedFd, treeid: u64, objectid: u64) -> Result<String, Errno> {
+    let mut a = Box::new(InoLookupArgs {
+        treeid,
+        objectid,
+        name: [0; 4080],
+    });
+    // SAFETY: INO_LOOKUP reads/writes a 4096-byte btrfs_ioctl_ino_lookup_args (size asserted).
+    unsafe { ioctl(fd, Updater::<INO_LOOKUP, InoLookupArgs>::new(&mut *a))? };
+    Ok(c_str(&a.name))
+}
+
+/// One item returned by TREE_SEARCH.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub objectid: u64,
+    pub typ: u32,
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+/// All items with keys between (objectid, typ, 0) and (objectid, typ, MAX) in tree `tree_id`.
+pub fn search(fd: BorrowedFd, tree_id: u64, objectid: u64, typ: u32) -> Result<Vec<Item>, Errno> {
+    let mut out = Vec::new();
+    let mut min_offset = 0u64;
+    loop {
+        let mut a = Box::new(SearchArgs {
+            key: SearchKey {
+                tree_id,
+                min_objectid: objectid,
+                max_objectid: objectid,
+                min_offset,
+                max_offset: u64::MAX,
+                min_transid: 0,
+                max_transid: u64::MAX,
+                min_type: typ,
+                max_type: typ,
+                nr_items: 4096,
+                ..SearchKey::default()
+            },
+            buf: [0; 3992],
+        });
+        // SAFETY: TREE_SEARCH reads the key and fills the 3992-byte buffer of a 4096-byte
+        // btrfs_ioctl_search_args (size asserted); parsing below is bounds-checked.
+        unsafe { ioctl(fd, Updater::<TREE_SEARCH, SearchArgs>::new(&mut *a))? };
+        let n = a.key.nr_items as usize;
+        if n == 0 {
+            return Ok(out);
+        }
+        let mut off = 0usize;
+        let mut last_offset = None;
+        for _ in 0..n {
+            let h = a.buf.get(off..off + 32).ok_or(Errno::IO)?;
+            let rd = |r: std::ops::Range<usize>| -> u64 {
+                let mut b = [0u8; 8];
+                b[..r.len()].copy_from_slice(&h[r]);
+                u64::from_le_bytes(b)
+            };
+            let (oid, ioff, ityp, len) = (
+                rd(8..16),
+                rd(16..24),
+                rd(24..28) as u32,
+                rd(28..32) as usize,
+            );
+            let data = a
+                .buf
+                .get(off + 32..off + 32 + len)
+                .ok_or(Errno::IO)?
+                .to_vec();
+            off += 32 + len;
+            if oid == objectid && ityp == typ {
+                out.push(Item {
+                    objectid: oid,
+                    typ: ityp,
+                    offset: ioff,
+                    data,
+                });
+            }
+            last_offset = Some(ioff);
+        }
+        match last_offset {
+            Some(u64::MAX) | None => return Ok(out),
+            Some(o) => min_offset = o + 1,
+        }
+    }
+}
+
+/// Parse a `btrfs_root_ref` item: (dirid, name).
+pub fn parse_root_ref(data: &[u8]) -> Option<(u64, String)> {
+    let dirid = u64::from_le_bytes(data.get(0..8)?.try_into().ok()?);
+    let name_len = u16::from_le_bytes(data.get(16..18)?.try_into().ok()?) as usize;
+    let name = data.get(18..18 + name_len)?;
+    Some((dirid, String::from_utf8_lossy(name).into_owned()))
+}
+
+/// The id of the default subvolume (what a mount without subvol= gets).
+pub fn default_subvol(fd: BorrowedFd) -> Result<u64, Errno> {
+    for it in search(fd, ROOT_TREE_OBJECTID, ROOT_TREE_DIR_OBJECTID, DIR_ITEM_KEY)? {
+        // btrfs_dir_item (packed, 30 bytes): location.objectid u64 @0, ..., name_len u16 @27, name @30
+        let d = &it.data;
+        let mut p = 0usize;
+        while p + 30 <= d.len() {
+            let oid = u64::from_le_bytes(d[p..p + 8].try_into().map_err(|_| Errno::IO)?);
+            let data_len =
+                u16::from_le_bytes(d[p + 25..p + 27].try_into().map_err(|_| Errno::IO)?) as usize;
+            let name_len =
+                u16::from_le_bytes(d[p + 27..p + 29].try_into().map_err(|_| Errno::IO)?) as usize;
+            if d.get(p + 30..p + 30 + name_len) == Some(b"default".as_slice()) {
+                return Ok(oid);
+            }
+            p += 30 + name_len + data_len;
+        }
+    }
+    Ok(FS_TREE_OBJECTID)
+}
+
+/// Child subvolumes of subvolume `parent`: (child id, dirid in parent, name).
+pub fn child_refs(fd: BorrowedFd, parent: u64) -> Result<Vec<(u64, u64, String)>, Errno> {
+    let mut v = Vec::new();
+    for it in search(fd, ROOT_TREE_OBJECTID, parent, ROOT_REF_KEY)? {
+        if let Some((dirid, name)) = parse_root_ref(&it.data) {
+            v.push((it.offset, dirid, name));
+        }
+    }
+    Ok(v)
+}
+
+/// Parent of subvolume `id`: (parent id, dirid, name), or None for the top level / deleted ones.
+pub fn parent_ref(fd: BorrowedFd, id: u64) -> Result<Option<(u64, u64, String)>, Errno> {
+    let items = search(fd, ROOT_TREE_OBJECTID, id, ROOT_BACKREF_KEY)?;
+    Ok(items
+        .into_iter()
+        .find_map(|it| parse_root_ref(&it.data).map(|(dirid, name)| (it.offset, dirid, name))))
+}
+
+/// Whether `fd` (any file on the filesystem) is on btrfs.
+pub fn is_btrfs(fd: impl AsFd) -> Result<bool, Errno> {
+    let st = rustix::fs::fstatfs(fd)?;
+    Ok(st.f_type as u32 == BTRFS_SUPER_MAGIC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_ref_parsing() {
+        let mut d = vec![];
+        d.extend_from_slice(&300u64.to_le_bytes());
+        d.extend_from_slice(&7u64.to_le_bytes());
+        d.extend_from_slice(&5u16.to_le_bytes());
+        d.extend_from_slice(b"@root");
+        assert_eq!(parse_root_ref(&d), Some((300, "@root".into())));
+        assert_eq!(parse_root_ref(&d[..20]), None);
+    }
+
+    #[test]
+    fn names_are_single_components() {
+        let mut buf = [0u8; 16];
+        assert!(put_name(&mut buf, "a/b").is_err());
+        assert!(put_name(&mut buf, "").is_err());
+        assert!(put_name(&mut buf, "0123456789abcdef").is_err());
+        assert!(put_name(&mut buf, "ok").is_ok());
+        assert_eq!(c_str(&buf), "ok");
+    }
+}

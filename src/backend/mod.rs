@@ -1,0 +1,126 @@
+//! The filesystem behind one small trait. The engine decides *what* to do from an [`Inventory`];
+//! a backend does each step atomically or in a way that is safe to repeat after a crash.
+//!
+//! Names inside the snapshots location (same on every backend):
+//! - `YYYY-MM-DDTHH-MM-SSZ[-N]`: a kept old root (read-only);
+//! - `.incomplete.<name>`: an old root being assembled (discarded on the next run);
+//! - `.new-root`: the next root being assembled (discarded on the next run);
+//! - `.retired-root.<id>`: the previous root, moved aside after it was kept (deleted);
+//! - `.deleting.<name>`: an old root being pruned (deleted; no longer counted as kept);
+//! - `.pins/<name>`: pinned old roots.
+
+pub mod btrfs;
+pub mod btrfs_ioctl;
+
+use crate::error::Result;
+use std::fmt;
+use std::path::PathBuf;
+
+pub const INCOMPLETE_PREFIX: &str = ".incomplete.";
+pub const NEW_ROOT: &str = ".new-root";
+pub const RETIRED_ROOT_PREFIX: &str = ".retired-root.";
+pub const DELETING_PREFIX: &str = ".deleting.";
+pub const PINS_DIR: &str = ".pins";
+
+/// Where a new root comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootSource {
+    Empty,
+    Blank(String),
+    OldRoot(String),
+}
+
+impl fmt::Display for RootSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RootSource::Empty => f.write_str("empty"),
+            RootSource::Blank(b) => write!(f, "a writable snapshot of blank template {b}"),
+            RootSource::OldRoot(n) => write!(f, "a writable copy of old root {n}"),
+        }
+    }
+}
+
+/// The current root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootState {
+    /// When this root was created (Unix seconds).
+    pub began: i64,
+    /// Unchanged since it was created: nothing to keep.
+    pub fresh: bool,
+    /// Already kept, unchanged since, as this old root (a re-run after a crash).
+    pub kept_as: Option<String>,
+    /// Nested subvolumes, as paths relative to the root, parents before children.
+    pub nested: Vec<String>,
+    /// The name it gets in the snapshots location when retired.
+    pub retire_as: String,
+    /// For messages: `@root (subvolume 256)`.
+    pub describe: String,
+}
+
+/// One kept old root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OldRoot {
+    pub name: String,
+    /// When that root began (from the name).
+    pub time: i64,
+    pub seq: u32,
+    pub pinned: bool,
+    /// When it was kept (the snapshot's creation time), if known.
+    pub kept_at: Option<i64>,
+    pub readonly: bool,
+    /// Nested subvolumes kept with it (relative paths).
+    pub nested: Vec<String>,
+}
+
+/// Everything the planner needs to know about the filesystem.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// `btrfs /dev/vdb (uuid …)`
+    pub fs: String,
+    pub root: Option<RootState>,
+    pub snapshots_exists: bool,
+    pub old_roots: Vec<OldRoot>,
+    /// Half-built objects to discard before anything else.
+    pub leftovers: Vec<String>,
+    /// Retired roots and pruned old roots awaiting deletion.
+    pub retired: Vec<String>,
+    /// The root is missing because an earlier run retired it after keeping it: create a new one.
+    pub root_replacement_pending: bool,
+    /// `Some(false)` when a blank template is configured but missing or not a subvolume.
+    pub blank_exists: Option<bool>,
+    /// Where the root (or something inside it) is mounted: `rollback` refuses to touch a live root.
+    pub root_mounted_at: Option<String>,
+    /// Other reasons to refuse any change (root is the default subvolume, …).
+    pub refusals: Vec<String>,
+}
+
+/// One filesystem. Every method that changes something is a single step of a plan: atomic, or
+/// staged under a dot-name so that a crash leaves something the next run recognises.
+pub trait Backend {
+    fn inventory(&mut self) -> Result<Inventory>;
+    fn create_snapshots_location(&mut self) -> Result<()>;
+    /// Delete a leftover (`.incomplete.*`, `.new-root`) from an interrupted run.
+    fn discard(&mut self, name: &str) -> Result<()>;
+    /// Assemble the next root as `.new-root` in the snapshots location.
+    fn build_new_root(&mut self, src: &RootSource) -> Result<()>;
+    /// Keep the current root (and its nested subvolumes) as read-only old root `name`.
+    fn keep_root(&mut self, name: &str) -> Result<()>;
+    /// Move the current root aside as `.retired-root.<id>` (it was kept before).
+    fn retire_root(&mut self) -> Result<()>;
+    /// Move `.new-root` into the root's place.
+    fn activate_new_root(&mut self) -> Result<()>;
+    /// Delete a retired root or a pruned old root (`.retired-root.*`, `.deleting.*`).
+    fn delete_retired(&mut self, name: &str) -> Result<()>;
+    /// Prune old root `name`: first rename it to `.deleting.<name>` (so it is no longer counted),
+    /// then delete it.
+    fn delete_old_root(&mut self, name: &str) -> Result<()>;
+    fn set_pinned(&mut self, name: &str, pinned: bool) -> Result<()>;
+    /// Make everything so far durable.
+    fn sync(&mut self) -> Result<()>;
+    /// A directory where old root `name` can be read.
+    fn old_root_path(&mut self, name: &str) -> Result<PathBuf>;
+    /// A directory where the current root can be read (through our private mount).
+    fn root_path(&mut self) -> Result<PathBuf>;
+    /// Unmount and release.
+    fn close(self: Box<Self>) -> Result<()>;
+}
