@@ -85,16 +85,17 @@ pub enum PlanError {
     Config(String),
 }
 
-/// The first free old-root name for a root that began at `began`.
+/// The old-root name for a root that began at `began`: the next sequence number after every
+/// existing old root with the same start time, so a newer root never sorts before an older one.
 pub fn next_name(inv: &Inventory, began: i64) -> String {
-    let mut seq = 1;
-    loop {
-        let n = old_root_name(began, seq);
-        if !inv.old_roots.iter().any(|o| o.name == n) {
-            return n;
-        }
-        seq += 1;
-    }
+    let seq = inv
+        .old_roots
+        .iter()
+        .filter(|o| o.time == began)
+        .map(|o| o.seq + 1)
+        .max()
+        .unwrap_or(1);
+    old_root_name(began, seq)
 }
 
 pub fn plan_rollback(inv: &Inventory, req: &Request) -> Result<Plan, PlanError> {
@@ -216,6 +217,13 @@ fn prune(inv: &Inventory, extra: &[Item], policy: &Policy, now: i64, off: i64, p
         .chain(extra.iter().cloned())
         .collect();
     plan.retention = decide(&items, policy, now, off);
+    // The old root kept by this very run is never pruned by it, whatever its time says (a machine
+    // without a real-time clock may think its root began in 1970).
+    for d in plan.retention.iter_mut() {
+        if d.keep.is_none() && extra.iter().any(|e| e.name == d.name) {
+            d.keep = Some(crate::retention::Reason::JustKept);
+        }
+    }
     for d in &plan.retention {
         if d.keep.is_none() {
             plan.steps.push(Step::DeleteOldRoot(
@@ -404,6 +412,38 @@ mod tests {
                 (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn names_never_reuse_a_lower_sequence() {
+        // T was pruned earlier; T-2 and T-3 remain: the next one is T-4, not T.
+        let inv = Inventory {
+            old_roots: vec![old(&format!("{N}-2")), old(&format!("{N}-3"))],
+            ..Default::default()
+        };
+        assert_eq!(next_name(&inv, 1_795_135_683), format!("{N}-4"));
+    }
+
+    #[test]
+    fn the_root_kept_now_is_never_pruned_even_with_a_1970_clock() {
+        let keep1 = Policy::parse("1").unwrap();
+        let mut r = root(false, None);
+        r.began = 5; // created by an initrd that thought it was 1970
+        let inv = Inventory {
+            snapshots_exists: true,
+            root: Some(r),
+            old_roots: vec![old(N)],
+            ..Default::default()
+        };
+        let p = plan_rollback(&inv, &req(Mode::Wipe, None, &keep1)).unwrap();
+        assert_eq!(p.kept.as_deref(), Some("1970-01-01T00-00-05Z"));
+        assert!(
+            !p.steps
+                .iter()
+                .any(|s| matches!(s, Step::DeleteOldRoot(n, _) if n.starts_with("1970"))),
+            "{:?}",
+            p.steps
+        );
     }
 
     #[test]

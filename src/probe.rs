@@ -126,16 +126,17 @@ pub fn resolve_devices(spec: &str) -> Result<(Vec<String>, Option<Super>)> {
     } else if let Some(l) = spec.strip_prefix("LABEL=") {
         by(&|s| s.label == l)
     } else {
-        let sup =
-            match read_super(spec) {
-                Ok(s) => s,
-                Err(e) => return Err(Error::Usage(format!(
+        let sup = match read_super(spec) {
+            Ok(s) => s,
+            Err(e) => {
+                return Err(Error::Usage(format!(
                     "device {spec} cannot be read ({}); check --device / `device =` in the config",
                     e.errno()
                         .map(|n| std::io::Error::from_raw_os_error(n).to_string())
                         .unwrap_or_else(|| e.to_string())
-                ))),
-            };
+                )))
+            }
+        };
         match sup {
             None => return Ok((vec![spec.to_string()], None)),
             Some(s) if s.nr_devices > 1 => {

@@ -163,6 +163,8 @@ pub enum Reason {
     Pinned,
     Recent(u32),
     FirstOf(Unit),
+    /// Kept by the rollback that is running now.
+    JustKept,
 }
 
 impl fmt::Display for Reason {
@@ -172,6 +174,7 @@ impl fmt::Display for Reason {
             Reason::Newest => f.write_str("newest"),
             Reason::Pinned => f.write_str("pinned"),
             Reason::Recent(n) => write!(f, "among the {n} newest"),
+            Reason::JustKept => f.write_str("kept by this rollback"),
             Reason::FirstOf(u) => write!(
                 f,
                 "first of its {}",

@@ -353,9 +353,9 @@ impl Backend for Btrfs {
         // The root.
         match open_dir_beneath(&self.top, &self.root) {
             Err(Errno::NOENT) => {}
-            Err(Errno::XDEV) | Err(Errno::LOOP) => {
+            Err(Errno::XDEV) | Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
                 return Err(Error::Refused(format!(
-                    "root path {} escapes the filesystem or contains a symlink; name a subvolume relative to the top level, e.g. @root",
+                    "root path {} escapes the filesystem, contains a symlink or is not a directory; name a subvolume relative to the top level, e.g. @root",
                     self.root
                 )))
             }
@@ -382,12 +382,13 @@ impl Backend for Btrfs {
                         self.root, self.device, self.root
                     ));
                 }
-                // Unchanged since created: no later transaction touched it. A plain subvolume can be
-                // created and filled within one transaction, so it must also be empty; a snapshot
-                // (blank template, restored old root) is created at a commit, so later writes
-                // always land in a later transaction.
-                let fresh = info.generation == info.otransid
-                    && (!uuid_zero(&info.parent_uuid) || dir_is_empty(&fd)?);
+                // Nothing to keep: an empty root (whatever its generation: reading it may update
+                // atimes), or a snapshot (blank template, restored old root) that no transaction
+                // touched since it was made. A plain subvolume can be created *and filled* within
+                // one transaction, so for those the generation alone proves nothing.
+                let fresh = dir_is_empty(&fd)?
+                    || (info.generation == info.otransid && !uuid_zero(&info.parent_uuid))
+                    || self.fresh_record() == Some((info.uuid, info.generation));
                 inv.root = Some(RootState {
                     began: info.otime,
                     fresh,
@@ -469,6 +470,28 @@ impl Backend for Btrfs {
             }
         }
         fault::point("new-root:placeholders");
+        if *src != RootSource::Empty {
+            // Assembling nested subvolumes changed the new root after its snapshot was taken:
+            // commit, and record its generation so the next run knows nothing has touched it.
+            io::sync(self.top.as_fd())
+                .ctx(|| format!("commit btrfs transaction on {}", self.device))?;
+            let nr = open_dir_beneath(&snaps, NEW_ROOT)
+                .ctx(|| format!("open {}/{NEW_ROOT}", self.snapshots))?;
+            let info = io::subvol_info(nr.as_fd()).ctx(|| "GET_SUBVOL_INFO new root")?;
+            let hex: String = info.uuid.iter().map(|b| format!("{b:02x}")).collect();
+            let tmp = format!("{FRESH_RECORD}.tmp");
+            let f = rustix::fs::openat(
+                &snaps,
+                &tmp,
+                OFlags::CREATE | OFlags::TRUNC | OFlags::WRONLY | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )
+            .ctx(|| format!("write {}/{tmp}", self.snapshots))?;
+            rustix::io::write(&f, format!("{hex} {}\n", info.generation).as_bytes())
+                .ctx(|| format!("write {}/{tmp}", self.snapshots))?;
+            rustix::fs::renameat(&snaps, &tmp, &snaps, FRESH_RECORD)
+                .ctx(|| format!("rename {}/{tmp}", self.snapshots))?;
+        }
         Ok(())
     }
 
@@ -625,7 +648,30 @@ impl Backend for Btrfs {
     }
 }
 
+/// `<snapshots>/.fresh-root`: "uuid generation" of the last root we assembled from a template.
+const FRESH_RECORD: &str = ".fresh-root";
+
 impl Btrfs {
+    fn fresh_record(&self) -> Option<([u8; 16], u64)> {
+        let snaps = open_dir_beneath(&self.top, &self.snapshots).ok()?;
+        let f = rustix::fs::openat(
+            &snaps,
+            FRESH_RECORD,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let mut buf = [0u8; 128];
+        let n = rustix::io::read(&f, &mut buf).ok()?;
+        let text = std::str::from_utf8(&buf[..n]).ok()?;
+        let (hex, generation) = text.trim().split_once(' ')?;
+        let mut uuid = [0u8; 16];
+        for (i, b) in uuid.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some((uuid, generation.parse().ok()?))
+    }
+
     fn mount_path(&self) -> PathBuf {
         self.mount
             .as_ref()
