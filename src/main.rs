@@ -4,6 +4,7 @@ mod backend;
 mod cli;
 mod cmdline;
 mod config;
+mod diff;
 mod engine;
 mod error;
 mod fault;
@@ -12,7 +13,9 @@ mod logger;
 mod mounts;
 mod plan;
 mod probe;
+mod restore;
 mod retention;
+mod status;
 mod timefmt;
 
 fn main() {

@@ -187,7 +187,19 @@ pub fn plan_rollback(inv: &Inventory, req: &Request) -> Result<Plan, PlanError> 
             }
         }
     }
-    for x in inv.retired.iter().chain(retire_this.iter()) {
+    // The baseline describes the root being replaced: it goes with it.
+    let replaced = retire_this.is_some() || inv.root.is_none();
+    let baseline = if inv.baseline && replaced {
+        Some(crate::backend::BASELINE.to_string())
+    } else {
+        None
+    };
+    for x in inv
+        .retired
+        .iter()
+        .chain(retire_this.iter())
+        .chain(baseline.iter())
+    {
         if !s.iter().any(|st| *st == Step::DeleteRetired(x.clone())) {
             s.push(Step::DeleteRetired(x.clone()));
         }

@@ -718,6 +718,10 @@ impl Btrfs {
                 inv.retired.push(n);
                 continue;
             }
+            if n == BASELINE {
+                inv.baseline = true;
+                continue;
+            }
             let Some((time, seq)) = crate::timefmt::parse_old_root_name(&n) else {
                 continue;
             };

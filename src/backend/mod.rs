@@ -9,6 +9,7 @@
 //! - `.deleting.<name>`: an old root being pruned (deleted; no longer counted as kept);
 //! - `.pins/<name>`: pinned old roots.
 
+pub mod bcachefs;
 pub mod btrfs;
 pub mod btrfs_ioctl;
 
@@ -21,6 +22,8 @@ pub const NEW_ROOT: &str = ".new-root";
 pub const RETIRED_ROOT_PREFIX: &str = ".retired-root.";
 pub const DELETING_PREFIX: &str = ".deleting.";
 pub const PINS_DIR: &str = ".pins";
+/// A read-only snapshot of the root taken right after boot (`ephemeral-root baseline`).
+pub const BASELINE: &str = ".baseline";
 
 /// Where a new root comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +89,8 @@ pub struct Inventory {
     pub retired: Vec<String>,
     /// The root is missing because an earlier run retired it after keeping it: create a new one.
     pub root_replacement_pending: bool,
+    /// A baseline of the current root exists (deleted when the root is replaced).
+    pub baseline: bool,
     /// `Some(false)` when a blank template is configured but missing or not a subvolume.
     pub blank_exists: Option<bool>,
     /// Where the root (or something inside it) is mounted: `rollback` refuses to touch a live root.
@@ -123,4 +128,20 @@ pub trait Backend {
     fn root_path(&mut self) -> Result<PathBuf>;
     /// Unmount and release.
     fn close(self: Box<Self>) -> Result<()>;
+
+    /// Take a read-only snapshot of the current root as `.baseline` (replacing an older one).
+    fn take_baseline(&mut self) -> Result<()> {
+        Err(crate::error::Error::Usage(
+            "baseline is not supported on this filesystem yet".into(),
+        ))
+    }
+    /// A directory where the baseline can be read, if one exists.
+    fn baseline_path(&mut self) -> Result<Option<PathBuf>> {
+        Ok(None)
+    }
+    /// Paths (relative to the root) changed since the baseline, when the filesystem can tell
+    /// without walking every file (btrfs generation numbers). `None`: walk and compare.
+    fn changed_since_baseline(&mut self) -> Result<Option<Vec<String>>> {
+        Ok(None)
+    }
 }
