@@ -55,9 +55,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pin(n) => pin(&s, &n, true),
         Command::Unpin(n) => pin(&s, &n, false),
         Command::Check => check(&s),
-        Command::Diff(_) | Command::Baseline | Command::Restore { .. } | Command::Status => Err(
-            Error::Other("this command is not available in this build yet".into()),
-        ),
+        Command::Diff(old) => crate::diff::run(&cli, &s, old.as_deref()),
+        Command::Baseline => crate::diff::baseline(&cli, &s),
+        Command::Restore { old_root, path } => crate::restore::run(&cli, &s, &old_root, &path),
+        Command::Status => crate::status::run(&cli, &s),
         Command::Help | Command::Version | Command::FaultPoints => Ok(()),
     }
 }
@@ -139,6 +140,8 @@ pub fn execute(b: &mut dyn Backend, plan: &Plan) -> Result<()> {
             Step::Discard(x) => b.discard(x),
             Step::BuildNewRoot(src) => b.build_new_root(src),
             Step::KeepRoot(name) => b.keep_root(name),
+            Step::MoveRootAside(name) => b.move_root_aside(name),
+            Step::SealOldRoot(name) => b.seal_old_root(name),
             Step::RetireRoot(_) => b.retire_root(),
             Step::ActivateNewRoot => b.activate_new_root(),
             Step::DeleteRetired(x) => b.delete_retired(x),

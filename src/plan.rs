@@ -13,8 +13,10 @@ pub enum Step {
     Discard(String),
     BuildNewRoot(RootSource),
     KeepRoot(String),
+    MoveRootAside(String),
     RetireRoot(String),
     ActivateNewRoot,
+    SealOldRoot(String),
     DeleteRetired(String),
     DeleteOldRoot(String, String),
     Sync,
@@ -28,6 +30,8 @@ impl Step {
             Step::Discard(_) => "step:discard",
             Step::BuildNewRoot(_) => "step:build-new-root",
             Step::KeepRoot(_) => "step:keep-root",
+            Step::MoveRootAside(_) => "step:move-root-aside",
+            Step::SealOldRoot(_) => "step:seal-old-root",
             Step::RetireRoot(_) => "step:retire-root",
             Step::ActivateNewRoot => "step:activate-new-root",
             Step::DeleteRetired(_) => "step:delete-retired",
@@ -43,7 +47,14 @@ impl fmt::Display for Step {
             Step::CreateSnapshotsLocation => f.write_str("create the snapshots location"),
             Step::Discard(n) => write!(f, "discard {n} left by an interrupted run"),
             Step::BuildNewRoot(s) => write!(f, "build the next root ({s})"),
-            Step::KeepRoot(n) => write!(f, "keep the current root as read-only old root {n}"),
+            Step::KeepRoot(n) => write!(
+                f,
+                "keep the current root as read-only old root {n} (snapshot)"
+            ),
+            Step::MoveRootAside(n) => {
+                write!(f, "move the current root, with its nested subvolumes, aside to become old root {n}")
+            }
+            Step::SealOldRoot(n) => write!(f, "make old root {n} read-only and give it its name"),
             Step::RetireRoot(n) => write!(f, "move the current root aside as {n}"),
             Step::ActivateNewRoot => f.write_str("put the next root in place"),
             Step::DeleteRetired(n) => write!(f, "delete {n}"),
@@ -130,15 +141,17 @@ pub fn plan_rollback(inv: &Inventory, req: &Request) -> Result<Plan, PlanError> 
         (None, None) => RootSource::Empty,
     };
     let mut plan = Plan::default();
-    let s = &mut plan.steps;
     if !inv.snapshots_exists {
-        s.push(Step::CreateSnapshotsLocation);
+        plan.steps.push(Step::CreateSnapshotsLocation);
     }
     for l in &inv.leftovers {
-        s.push(Step::Discard(l.clone()));
+        plan.steps.push(Step::Discard(l.clone()));
     }
+    // Old roots this run adds (moved or snapshotted now, or moved by an interrupted run).
     let mut new_old_roots: Vec<Item> = Vec::new();
     let mut retire_this: Option<String> = None;
+    // Old roots to seal after the new root is in place: interrupted ones first.
+    let mut seal: Vec<String> = inv.unsealed.clone();
     match &inv.root {
         None if !inv.root_replacement_pending => {
             return Err(PlanError::Config(format!(
@@ -147,11 +160,14 @@ pub fn plan_rollback(inv: &Inventory, req: &Request) -> Result<Plan, PlanError> 
             )));
         }
         None => {
-            plan.notes.push("the root is missing because an interrupted run already kept and moved it; building the new root".into());
-            s.push(Step::BuildNewRoot(source));
-            s.push(Step::ActivateNewRoot);
+            plan.notes.push(
+                "the root is missing because an interrupted run already kept and moved it; building the new root".into(),
+            );
+            plan.steps.push(Step::BuildNewRoot(source));
+            plan.steps.push(Step::ActivateNewRoot);
         }
         Some(r) => {
+            let replace = req.restore.is_some() || req.mode == Mode::Wipe;
             if r.fresh {
                 plan.notes.push(format!(
                     "root {} is unchanged since it was created: nothing to keep",
@@ -162,46 +178,57 @@ pub fn plan_rollback(inv: &Inventory, req: &Request) -> Result<Plan, PlanError> 
                     "root {} is already kept, unchanged, as {k}",
                     r.describe
                 ));
-            } else {
-                let name = next_name(inv, r.began);
-                s.push(Step::KeepRoot(name.clone()));
-                new_old_roots.push(Item {
-                    seq: crate::timefmt::parse_old_root_name(&name)
-                        .map(|x| x.1)
-                        .unwrap_or(1),
-                    name: name.clone(),
-                    time: r.began,
-                    pinned: false,
-                });
-                plan.kept = Some(name);
             }
-            let replace = req.restore.is_some() || (req.mode == Mode::Wipe && !r.fresh);
-            if replace {
-                s.push(Step::BuildNewRoot(source));
-                s.push(Step::RetireRoot(r.retire_as.clone()));
-                s.push(Step::ActivateNewRoot);
-                retire_this = Some(r.retire_as.clone());
-            } else if req.mode == Mode::Audit {
-                plan.notes
-                    .push("audit mode: the root is kept but not wiped".into());
+            let worth_keeping = !r.fresh && r.kept_as.is_none();
+            if worth_keeping && replace && inv.moves_roots {
+                // Keep by moving: O(1), nested subvolumes travel with the root.
+                let name = next_name(inv, r.began);
+                plan.steps.push(Step::BuildNewRoot(source));
+                plan.steps.push(Step::MoveRootAside(name.clone()));
+                plan.steps.push(Step::ActivateNewRoot);
+                new_old_roots.push(item(&name, r.began));
+                plan.kept = Some(name.clone());
+                seal.push(name);
+            } else {
+                if worth_keeping {
+                    let name = next_name(inv, r.began);
+                    plan.steps.push(Step::KeepRoot(name.clone()));
+                    new_old_roots.push(item(&name, r.began));
+                    plan.kept = Some(name);
+                }
+                if replace && (!r.fresh || req.restore.is_some()) {
+                    plan.steps.push(Step::BuildNewRoot(source));
+                    plan.steps.push(Step::RetireRoot(r.retire_as.clone()));
+                    plan.steps.push(Step::ActivateNewRoot);
+                    retire_this = Some(r.retire_as.clone());
+                } else if req.mode == Mode::Audit && !r.fresh {
+                    plan.notes
+                        .push("audit mode: the root is kept but not wiped".into());
+                }
             }
         }
     }
+    for n in &inv.unsealed {
+        if let Some((time, _)) = crate::timefmt::parse_old_root_name(n) {
+            new_old_roots.push(item(n, time));
+        }
+    }
+    for n in &seal {
+        plan.steps.push(Step::SealOldRoot(n.clone()));
+    }
     // The baseline describes the root being replaced: it goes with it.
-    let replaced = retire_this.is_some() || inv.root.is_none();
-    let baseline = if inv.baseline && replaced {
-        Some(crate::backend::BASELINE.to_string())
-    } else {
-        None
-    };
+    let replaced =
+        retire_this.is_some() || inv.root.is_none() || plan.kept.is_some() && inv.moves_roots;
+    let baseline = (inv.baseline && replaced).then(|| crate::backend::BASELINE.to_string());
     for x in inv
         .retired
         .iter()
         .chain(retire_this.iter())
         .chain(baseline.iter())
     {
-        if !s.iter().any(|st| *st == Step::DeleteRetired(x.clone())) {
-            s.push(Step::DeleteRetired(x.clone()));
+        let st = Step::DeleteRetired(x.clone());
+        if !plan.steps.contains(&st) {
+            plan.steps.push(st);
         }
     }
     prune(
@@ -214,6 +241,18 @@ pub fn plan_rollback(inv: &Inventory, req: &Request) -> Result<Plan, PlanError> 
     );
     plan.steps.push(Step::Sync);
     Ok(plan)
+}
+
+fn item(name: &str, time: i64) -> Item {
+    let seq = crate::timefmt::parse_old_root_name(name)
+        .map(|x| x.1)
+        .unwrap_or(1);
+    Item {
+        name: name.to_string(),
+        time,
+        seq,
+        pinned: false,
+    }
 }
 
 fn prune(inv: &Inventory, extra: &[Item], policy: &Policy, now: i64, off: i64, plan: &mut Plan) {
@@ -456,6 +495,111 @@ mod tests {
             "{:?}",
             p.steps
         );
+    }
+
+    #[test]
+    fn move_and_seal_table() {
+        use Step::*;
+        let all = Policy::All;
+        let base = Inventory {
+            fs: "btrfs".into(),
+            snapshots_exists: true,
+            moves_roots: true,
+            ..Default::default()
+        };
+        let cases: Vec<(&str, Inventory, Request, Vec<Step>)> = vec![
+            (
+                "wipe: build, move aside, activate, seal",
+                Inventory {
+                    root: Some(root(false, None)),
+                    ..base.clone()
+                },
+                req(Mode::Wipe, None, &all),
+                vec![
+                    BuildNewRoot(RootSource::Empty),
+                    MoveRootAside(N.into()),
+                    ActivateNewRoot,
+                    SealOldRoot(N.into()),
+                    Sync,
+                ],
+            ),
+            (
+                "crash after move, before activate: root missing, .kept pending",
+                Inventory {
+                    root: None,
+                    root_replacement_pending: true,
+                    unsealed: vec![N.into()],
+                    leftovers: vec![".new-root".into()],
+                    ..base.clone()
+                },
+                req(Mode::Wipe, None, &all),
+                vec![
+                    Discard(".new-root".into()),
+                    BuildNewRoot(RootSource::Empty),
+                    ActivateNewRoot,
+                    SealOldRoot(N.into()),
+                    Sync,
+                ],
+            ),
+            (
+                "crash after activate, before seal: fresh root, seal only",
+                Inventory {
+                    root: Some(root(true, None)),
+                    unsealed: vec![N.into()],
+                    ..base.clone()
+                },
+                req(Mode::Wipe, None, &all),
+                vec![SealOldRoot(N.into()), Sync],
+            ),
+            (
+                "audit still snapshots",
+                Inventory {
+                    root: Some(root(false, None)),
+                    ..base.clone()
+                },
+                req(Mode::Audit, None, &all),
+                vec![KeepRoot(N.into()), Sync],
+            ),
+            (
+                "already kept by audit and unchanged, now wipe: retire without a second copy",
+                Inventory {
+                    root: Some(root(false, Some(N))),
+                    old_roots: vec![old(N)],
+                    ..base.clone()
+                },
+                req(Mode::Wipe, None, &all),
+                vec![
+                    BuildNewRoot(RootSource::Empty),
+                    RetireRoot(".retired-root.256".into()),
+                    ActivateNewRoot,
+                    DeleteRetired(".retired-root.256".into()),
+                    Sync,
+                ],
+            ),
+        ];
+        for (what, inv, r, want) in cases {
+            assert_eq!(plan_rollback(&inv, &r).map(|p| p.steps), Ok(want), "{what}");
+        }
+        // An unsealed old root counts for retention and is never pruned by the run that seals it.
+        let inv = Inventory {
+            root: Some(root(true, None)),
+            unsealed: vec![N.into()],
+            old_roots: vec![old("2026-11-01T00-00-00Z")],
+            ..base.clone()
+        };
+        let p = plan_rollback(&inv, &req(Mode::Wipe, None, &Policy::parse("1").unwrap())).unwrap();
+        assert!(
+            p.steps.contains(&DeleteOldRoot(
+                "2026-11-01T00-00-00Z".into(),
+                "retention policy 1".into()
+            )),
+            "{:?}",
+            p.steps
+        );
+        assert!(!p
+            .steps
+            .iter()
+            .any(|s| matches!(s, DeleteOldRoot(n, _) if n == N)));
     }
 
     #[test]

@@ -273,7 +273,7 @@ fn check_reports_plan_and_problems() {
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(o.status.success(), "{out}{}", stderr(&o));
     assert!(
-        out.contains("rollback would:") && out.contains("keep the current root"),
+        out.contains("rollback would:") && out.contains("move the current root"),
         "{out}"
     );
     assert!(out.contains("check: ok"), "{out}");

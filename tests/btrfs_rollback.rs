@@ -93,9 +93,10 @@ fn dry_run_changes_nothing_and_prints_the_plan() {
     let out = fs.ok(&["rollback", "--dry-run"]);
     assert!(out.contains("create the snapshots location"), "{out}");
     assert!(
-        out.contains("keep the current root as read-only old root"),
+        out.contains("move the current root, with its nested subvolumes, aside"),
         "{out}"
     );
+    assert!(out.contains("make old root"), "{out}");
     assert!(out.contains("put the next root in place"), "{out}");
     assert_eq!(fs.fingerprint(), before);
 }

@@ -257,6 +257,41 @@ fn every_fault_point_then_recovery() {
             "{ctx}"
         );
     }
+    // Scenario E (per point): audit mode keeps by snapshot; a later wipe of the unchanged root
+    // retires it without a second copy. Faults in both runs.
+    for (i, p) in all.iter().enumerate() {
+        let mut fs = LoopFs::new(&format!("crashE{i}"));
+        fs.subvol("@root");
+        fs.subvol("@persist");
+        fs.write("@persist/keep-me", "persisted");
+        fill_now(&mut fs);
+        hit.extend(run_fault(
+            &mut fs,
+            &["rollback", "--mode", "audit", "--keep", "all"],
+            p,
+        ));
+        fs.ok(&["rollback", "--mode", "audit", "--keep", "all"]);
+        let ctx = format!("E audit fault {p}");
+        assert_eq!(
+            fs.read("@root/etc/now.conf").as_deref(),
+            Some("now"),
+            "{ctx}: audit wiped the root"
+        );
+        assert_eq!(
+            fs.read("@root/var/lib/machines/inner/data").as_deref(),
+            Some("inner now"),
+            "{ctx}"
+        );
+        assert_eq!(fs.old_roots().len(), 1, "{ctx}: {:?}", fs.old_roots());
+        hit.extend(run_fault(&mut fs, &["rollback", "--keep", "all"], p));
+        fs.ok(&["rollback", "--keep", "all"]);
+        let e = Expect {
+            survivors: vec![],
+            kept_marker: "etc/now.conf",
+            total_old_roots: 1,
+        };
+        check_invariants(&mut fs, &e, &format!("E audit then wipe, fault {p}"));
+    }
     let missed: Vec<&String> = all.iter().filter(|p| !hit.contains(*p)).collect();
     assert!(
         missed.is_empty(),

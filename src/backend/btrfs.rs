@@ -347,6 +347,7 @@ impl Backend for Btrfs {
     fn inventory(&mut self) -> Result<Inventory> {
         let mut inv = Inventory {
             fs: format!("btrfs on {}", self.device),
+            moves_roots: true,
             ..Default::default()
         };
         let mi = mounts::read_mountinfo()?;
@@ -403,10 +404,11 @@ impl Backend for Btrfs {
         }
         if inv.root.is_none() {
             self.scan_snapshots(&mut inv, None)?;
-            inv.root_replacement_pending = inv
-                .retired
-                .iter()
-                .any(|n| n.starts_with(RETIRED_ROOT_PREFIX));
+            inv.root_replacement_pending = !inv.unsealed.is_empty()
+                || inv
+                    .retired
+                    .iter()
+                    .any(|n| n.starts_with(RETIRED_ROOT_PREFIX));
         }
         if let Some(b) = &self.blank {
             inv.blank_exists = Some(match open_dir_beneath(&self.top, b) {
@@ -565,8 +567,66 @@ impl Backend for Btrfs {
         Ok(())
     }
 
+    fn move_root_aside(&mut self, name: &str) -> Result<()> {
+        let snaps = self.snaps_fd()?;
+        let (pfd, base) = self.root_parent_and_base()?;
+        let to = format!("{KEPT_PREFIX}{name}");
+        self.rename_noreplace(
+            &pfd,
+            &base,
+            &snaps,
+            &to,
+            &format!("move root {} to {}/{to}", self.root, self.snapshots),
+        )?;
+        fault::point("move:moved");
+        Ok(())
+    }
+
+    fn seal_old_root(&mut self, name: &str) -> Result<()> {
+        let snaps = self.snaps_fd()?;
+        let from = format!("{KEPT_PREFIX}{name}");
+        let fd = match open_dir_beneath(&snaps, &from) {
+            Ok(fd) => fd,
+            // Already sealed by an earlier, interrupted run.
+            Err(Errno::NOENT) if open_dir_beneath(&snaps, name).is_ok() => return Ok(()),
+            Err(e) => return Err(Error::sys(format!("open {}/{from}", self.snapshots), e)),
+        };
+        let info = io::subvol_info(fd.as_fd())
+            .ctx(|| format!("GET_SUBVOL_INFO {}/{from}", self.snapshots))?;
+        let nested = self.nested(info.id)?;
+        // Children first: once a parent is read-only nothing below it may change its entries.
+        for rel in nested
+            .iter()
+            .rev()
+            .map(|(p, _)| format!("{from}/{p}"))
+            .chain(std::iter::once(from.clone()))
+        {
+            let f =
+                open_dir_beneath(&snaps, &rel).ctx(|| format!("open {}/{rel}", self.snapshots))?;
+            let flags = io::get_flags(f.as_fd())
+                .ctx(|| format!("get flags of {}/{rel}", self.snapshots))?;
+            if flags & io::SUBVOL_RDONLY == 0 {
+                io::set_flags(f.as_fd(), flags | io::SUBVOL_RDONLY)
+                    .ctx(|| format!("make {}/{rel} read-only", self.snapshots))?;
+            }
+        }
+        fault::point("seal:readonly");
+        self.rename_noreplace(
+            &snaps,
+            &from,
+            &snaps,
+            name,
+            &format!("rename {}/{from} to {name}", self.snapshots),
+        )?;
+        fault::point("seal:sealed");
+        Ok(())
+    }
+
     fn delete_retired(&mut self, name: &str) -> Result<()> {
-        if !(name.starts_with(RETIRED_ROOT_PREFIX) || name.starts_with(DELETING_PREFIX)) {
+        if !(name.starts_with(RETIRED_ROOT_PREFIX)
+            || name.starts_with(DELETING_PREFIX)
+            || name == BASELINE)
+        {
             return Err(Error::Refused(format!(
                 "{name} is not a retired root or a pruned old root"
             )));
@@ -716,6 +776,16 @@ impl Btrfs {
             }
             if n.starts_with(RETIRED_ROOT_PREFIX) || n.starts_with(DELETING_PREFIX) {
                 inv.retired.push(n);
+                continue;
+            }
+            if let Some(name) = n.strip_prefix(KEPT_PREFIX) {
+                if crate::timefmt::parse_old_root_name(name).is_none() {
+                    return Err(Error::Refused(format!(
+                        "{}/{n} is not a name this program makes; move it away by hand",
+                        self.snapshots
+                    )));
+                }
+                inv.unsealed.push(name.to_string());
                 continue;
             }
             if n == BASELINE {

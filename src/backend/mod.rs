@@ -5,7 +5,9 @@
 //! - `YYYY-MM-DDTHH-MM-SSZ[-N]`: a kept old root (read-only);
 //! - `.incomplete.<name>`: an old root being assembled (discarded on the next run);
 //! - `.new-root`: the next root being assembled (discarded on the next run);
-//! - `.retired-root.<id>`: the previous root, moved aside after it was kept (deleted);
+//! - `.kept.<name>`: the previous root, moved here whole (with its nested subvolumes) and about
+//!   to become old root `<name>` once read-only; never discarded, always finished;
+//! - `.retired-root.<id>`: a root moved aside that holds nothing worth keeping (deleted);
 //! - `.deleting.<name>`: an old root being pruned (deleted; no longer counted as kept);
 //! - `.pins/<name>`: pinned old roots.
 
@@ -20,6 +22,7 @@ use std::path::PathBuf;
 pub const INCOMPLETE_PREFIX: &str = ".incomplete.";
 pub const NEW_ROOT: &str = ".new-root";
 pub const RETIRED_ROOT_PREFIX: &str = ".retired-root.";
+pub const KEPT_PREFIX: &str = ".kept.";
 pub const DELETING_PREFIX: &str = ".deleting.";
 pub const PINS_DIR: &str = ".pins";
 /// A read-only snapshot of the root taken right after boot (`ephemeral-root baseline`).
@@ -87,6 +90,11 @@ pub struct Inventory {
     pub leftovers: Vec<String>,
     /// Retired roots and pruned old roots awaiting deletion.
     pub retired: Vec<String>,
+    /// Old roots moved aside but not yet sealed read-only (`.kept.<name>`): the names.
+    pub unsealed: Vec<String>,
+    /// The backend can keep the root by moving it (and seal it read-only afterwards); otherwise
+    /// it is kept with a read-only snapshot.
+    pub moves_roots: bool,
     /// The root is missing because an earlier run retired it after keeping it: create a new one.
     pub root_replacement_pending: bool,
     /// A baseline of the current root exists (deleted when the root is replaced).
@@ -114,6 +122,18 @@ pub trait Backend {
     fn retire_root(&mut self) -> Result<()>;
     /// Move `.new-root` into the root's place.
     fn activate_new_root(&mut self) -> Result<()>;
+    /// Move the current root, whole, to `.kept.<name>` (backends with `moves_roots`).
+    fn move_root_aside(&mut self, _name: &str) -> Result<()> {
+        Err(crate::error::Error::Other(
+            "this filesystem cannot keep a root by moving it".into(),
+        ))
+    }
+    /// Make `.kept.<name>` and everything nested in it read-only, then rename it to `<name>`.
+    fn seal_old_root(&mut self, _name: &str) -> Result<()> {
+        Err(crate::error::Error::Other(
+            "this filesystem cannot keep a root by moving it".into(),
+        ))
+    }
     /// Delete a retired root or a pruned old root (`.retired-root.*`, `.deleting.*`).
     fn delete_retired(&mut self, name: &str) -> Result<()>;
     /// Prune old root `name`: first rename it to `.deleting.<name>` (so it is no longer counted),

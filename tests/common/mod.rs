@@ -108,7 +108,7 @@ impl LoopFs {
     pub fn mount(&mut self) -> &Path {
         if !self.mounted {
             sh(&format!(
-                "mount -o subvolid=5 {} {}",
+                "mount -o subvolid=5,noatime {} {}",
                 self.dev,
                 self.mnt.display()
             ));
