@@ -323,12 +323,6 @@ fn list(cli: &Cli, s: &Settings) -> Result<()> {
                 json::object(&[
                     ("name", json::string(&o.name)),
                     ("time", json::string(&timefmt::rfc3339(o.time))),
-                    (
-                        "kept_at",
-                        o.kept_at
-                            .map(|k| json::string(&timefmt::rfc3339(k)))
-                            .unwrap_or_else(|| "null".into()),
-                    ),
                     ("pinned", o.pinned.to_string()),
                     ("newest", (Some(&o.name) == newest.as_ref()).to_string()),
                     ("readonly", o.readonly.to_string()),
