@@ -204,6 +204,67 @@ mod tests {
         assert!(parse_super(&a, &[]).is_none());
     }
 
+    /// The first 80 KiB of a fixture image (shared/fixtures, beside the repository).
+    fn fixture_head(name: &str) -> Option<Vec<u8>> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/fixtures")
+            .join(name);
+        if !path.exists() {
+            let allow = std::env::var("EPHEMERAL_ROOT_ALLOW_SKIP").as_deref() == Ok("1")
+                && std::env::var("CI").is_err();
+            assert!(
+                allow,
+                "fixture {} missing (set EPHEMERAL_ROOT_ALLOW_SKIP=1 to skip outside CI)",
+                path.display()
+            );
+            eprintln!("*** SKIPPED *** fixture {} not found", path.display());
+            return None;
+        }
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("zstd -dc '{}' | head -c 81920", path.display()))
+            .output()
+            .expect("zstd");
+        assert_eq!(
+            out.stdout.len(),
+            81920,
+            "zstd -dc {} failed",
+            path.display()
+        );
+        Some(out.stdout)
+    }
+
+    #[test]
+    fn real_bcachefs_fixture_superblocks() {
+        let cases = [
+            (
+                "bcachefs-blank-512M.img.zst",
+                "5f44da2f-ee43-42a6-ad75-39b104b50099",
+                1,
+            ),
+            (
+                "bcachefs-2dev-a-512M.img.zst",
+                "b46556d9-b41d-4f06-8f93-774e6f471f6f",
+                2,
+            ),
+            (
+                "bcachefs-2dev-b-512M.img.zst",
+                "b46556d9-b41d-4f06-8f93-774e6f471f6f",
+                2,
+            ),
+        ];
+        for (file, uuid, nr) in cases {
+            let Some(img) = fixture_head(file) else {
+                continue;
+            };
+            let s = parse_super(&img[4096..8192], &img[65536..69632]).expect(file);
+            assert_eq!(s.fstype, FsType::Bcachefs, "{file}");
+            assert_eq!(format_uuid(&s.uuid), uuid, "{file}");
+            assert_eq!(s.label, "nixos", "{file}");
+            assert_eq!(s.nr_devices, nr, "{file}");
+        }
+    }
+
     #[test]
     fn uuid_format() {
         let u = [
