@@ -113,9 +113,7 @@ pub fn open_backend(s: &Settings) -> Result<Box<dyn Backend>> {
             &s.snapshots,
             s.blank.as_deref(),
         )?)),
-        FsType::Bcachefs => Err(Error::Usage(
-            "the bcachefs backend is not available in this build yet".into(),
-        )),
+        FsType::Bcachefs => crate::backend::bcachefs::open_backend(&members, s),
         FsType::Zfs => Err(Error::Usage(
             "the zfs backend is not available in this build yet".into(),
         )),
