@@ -334,3 +334,28 @@ fn config_file_is_read_and_cli_wins() {
     );
     assert_eq!(fs.ls("@old").len(), 2);
 }
+
+#[test]
+fn uncommitted_changes_on_a_mounted_filesystem_are_seen() {
+    // After boot the filesystem is mounted and recent writes may not be committed yet; generation
+    // numbers change only at commit, so rollback/check must commit before deciding "unchanged".
+    let Some(mut fs) = setup("uncommitted") else {
+        return;
+    };
+    fs.write("@root/a", "a");
+    fs.ok(&["rollback", "--mode", "audit"]);
+    fs.mount();
+    fs.write("@root/b", "b"); // no sync: still in the running transaction
+    let o = fs.run_keep_mounted(
+        &["rollback", "--mode", "audit", "--kernel-cmdline", ""],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let olds = fs.old_roots();
+    assert_eq!(
+        olds.len(),
+        2,
+        "the change to @root was not noticed: {olds:?}"
+    );
+    assert!(fs.exists(&format!("@snapshots/{}/b", olds[1])));
+}

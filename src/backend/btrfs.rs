@@ -12,6 +12,9 @@ use rustix::fs::{Mode, OFlags, RenameFlags, ResolveFlags};
 use rustix::io::Errno;
 use std::path::{Path, PathBuf};
 
+#[path = "btrfs_inspect.rs"]
+pub mod inspect;
+
 pub struct Btrfs {
     device: String,
     root: String,
@@ -115,6 +118,10 @@ impl Btrfs {
         if !io::is_btrfs(&top).ctx(|| "statfs top level")? {
             return Err(Error::Refused(format!("{device} did not mount as btrfs")));
         }
+        // Root items (generation numbers) are updated only at transaction commit. If the
+        // filesystem is mounted elsewhere too (after boot; tests), recent writes may not be
+        // committed yet: commit now so "unchanged since created/kept" is decided on real data.
+        io::sync(top.as_fd()).ctx(|| format!("commit btrfs transaction on {device}"))?;
         let mi = mounts::read_mountinfo()?;
         let me = mi
             .iter()
@@ -696,6 +703,18 @@ impl Backend for Btrfs {
 
     fn root_path(&mut self) -> Result<PathBuf> {
         Ok(self.mount_path().join(&self.root))
+    }
+
+    fn take_baseline(&mut self) -> Result<()> {
+        self.baseline_take()
+    }
+
+    fn baseline_path(&mut self) -> Result<Option<PathBuf>> {
+        self.baseline_dir()
+    }
+
+    fn changed_since_baseline(&mut self) -> Result<Option<Vec<String>>> {
+        self.baseline_changes()
     }
 
     fn close(mut self: Box<Self>) -> Result<()> {

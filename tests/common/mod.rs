@@ -208,6 +208,11 @@ impl LoopFs {
 
     pub fn run_env(&mut self, args: &[&str], env: &[(&str, &str)]) -> Output {
         self.umount();
+        self.run_keep_mounted(args, env)
+    }
+
+    /// Run while our own mount stays (with whatever it has not committed yet).
+    pub fn run_keep_mounted(&mut self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut c = Command::new(bin());
         c.args(args).arg("--device").arg(&self.dev);
         c.env("EPHEMERAL_ROOT_LOG", "stderr")

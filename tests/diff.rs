@@ -1,0 +1,375 @@
+//! `diff` and `baseline` on real btrfs loop devices, with a root filled like a NixOS machine after
+//! a day of use. Needs root (see tests/common).
+
+mod common;
+use common::*;
+use std::os::unix::fs::symlink;
+use std::process::Command;
+
+/// What NixOS activation and systemd leave on a fresh root at every boot.
+fn boot_noise(fs: &mut LoopFs) {
+    let r = fs.p("@root");
+    for d in [
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "nix",
+        "boot",
+        "persist",
+        "var/empty",
+        "tmp",
+        "etc/ssh",
+        "usr/bin",
+        "bin",
+    ] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    symlink("/nix/store/0123-etc/etc", r.join("etc/static")).unwrap();
+    symlink("/etc/static/hosts", r.join("etc/hosts")).unwrap();
+    symlink("/etc/static/ssh/sshd_config", r.join("etc/ssh/sshd_config")).unwrap();
+    symlink("../proc/self/mounts", r.join("etc/mtab")).unwrap();
+    symlink("/nix/store/0123-bash/bin/sh", r.join("bin/sh")).unwrap();
+    symlink("/nix/store/0123-coreutils/bin/env", r.join("usr/bin/env")).unwrap();
+    for (p, c) in [
+        ("etc/.clean", "sudoers\n"),
+        ("etc/sudoers", "root ALL=(ALL) ALL\n"),
+        ("etc/NIXOS", ""),
+        ("etc/.updated", "TIMESTAMP_NSEC=1\n"),
+        ("var/.updated", "TIMESTAMP_NSEC=1\n"),
+        ("etc/passwd", "root:x:0:0::/root:/bin/sh\n"),
+        ("etc/group", "root:x:0:\n"),
+        ("etc/shadow", "root:!:1::::::\n"),
+        ("var/lib/nixos/uid-map", "{}"),
+        ("etc/machine-id", "0123456789abcdef0123456789abcdef\n"),
+    ] {
+        fs.write(&format!("@root/{p}"), c);
+    }
+}
+
+fn big(n: usize) -> String {
+    "x".repeat(n)
+}
+
+/// A day of use: services, caches, logs, a user's files.
+fn day_of_use(fs: &mut LoopFs) {
+    for (p, c) in [
+        ("var/lib/postgresql/16/base/1/1259", big(200_000)),
+        ("var/lib/postgresql/16/base/1/1249", big(100_000)),
+        ("var/lib/tailscale/tailscaled.state", big(2_000)),
+        ("var/cache/nginx/proxy/a/b", big(500_000)),
+        ("var/log/nginx/access.log", big(50_000)),
+        ("var/log/journal/0123/system.journal", big(80_000)),
+        ("etc/ssh/ssh_host_ed25519_key", big(400)),
+        ("etc/ssh/ssh_host_ed25519_key.pub", big(100)),
+        (
+            "etc/NetworkManager/system-connections/home.nmconnection",
+            big(300),
+        ),
+        ("home/alice/.ssh/id_ed25519", big(400)),
+        ("home/alice/.config/nvim/init.lua", big(1_000)),
+        ("home/alice/.cache/thumbnails/x.png", big(300_000)),
+        ("home/alice/.bash_history", big(3_000)),
+        ("home/alice/projects/app/main.rs", big(5_000)),
+        ("home/alice/we\"ird ${x}/note", big(10)),
+        ("root/.bash_history", big(100)),
+        ("tmp/build-123/obj.o", big(7_000)),
+    ] {
+        fs.write(&format!("@root/{p}"), &c);
+    }
+}
+
+fn new_fs(tag: &str) -> LoopFs {
+    let mut fs = LoopFs::new(tag);
+    fs.subvol("@root");
+    fs
+}
+
+const PERSIST: &[&str] = &[
+    "--persist",
+    "/var/lib/nixos",
+    "--persist",
+    "/etc/machine-id",
+    "--persist",
+    "/var/log/journal/",
+];
+
+fn args<'a>(a: &[&'a str]) -> Vec<&'a str> {
+    let mut v = a.to_vec();
+    v.extend_from_slice(PERSIST);
+    v
+}
+
+/// The human line of a group: "verdict files size path/ — why".
+fn line_of<'a>(out: &'a str, path: &str) -> &'a str {
+    out.lines()
+        .find(|l| {
+            l.split_whitespace()
+                .any(|w| w == path || w == format!("{path}/"))
+        })
+        .unwrap_or_else(|| panic!("no line for {path} in:\n{out}"))
+}
+
+fn hidden_entries(json: &str, rule: &str) -> String {
+    let at = json
+        .find(&format!("\"rule\":\"{rule}\""))
+        .unwrap_or_else(|| panic!("no rule {rule} in {json}"));
+    let rest = &json[at..];
+    let e = rest.find("\"entries\":").unwrap() + 10;
+    rest[e..].split([',', '}']).next().unwrap().to_string()
+}
+
+fn nix_parse(block: &str) -> Option<String> {
+    // Debian's nix-bin; the block is a module fragment, so parse it inside an attribute set.
+    let o = Command::new("nix-instantiate")
+        .args(["--parse", "-E"])
+        .arg(format!("{{ {block} }}"))
+        .output()
+        .ok()?;
+    assert!(
+        o.status.success(),
+        "nix-instantiate --parse rejected:\n{block}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Some(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+#[test]
+fn diff_lists_state_with_verdicts_and_hides_noise() {
+    if !require_root("diff_lists_state_with_verdicts_and_hides_noise") {
+        return;
+    }
+    let mut fs = new_fs("diff-walk");
+    boot_noise(&mut fs);
+    day_of_use(&mut fs);
+    fs.subvol("@root/var/lib/machines");
+    fs.write("@root/var/lib/machines/web/disk.raw", &big(1_000));
+
+    let out = fs.ok(&args(&["diff"]));
+    for (path, verdict) in [
+        ("/var/lib/postgresql", "persist"),
+        ("/var/lib/tailscale", "persist"),
+        ("/var/lib/machines", "persist"),
+        ("/var/cache/nginx", "probably not"),
+        ("/var/log/nginx", "optional"),
+        ("/etc/ssh/ssh_host_ed25519_key", "persist"),
+        ("/etc/NetworkManager/system-connections", "persist"),
+        ("/home/alice/.ssh", "persist"),
+        ("/home/alice/.config", "persist"),
+        ("/home/alice/.cache", "probably not"),
+        ("/home/alice/.bash_history", "optional"),
+        ("/home/alice/projects", "persist"),
+        ("/root/.bash_history", "optional"),
+        ("/tmp", "probably not"),
+    ] {
+        let l = line_of(&out, path);
+        assert!(l.starts_with(verdict), "{path}: want {verdict}: {l}");
+    }
+    // Sizes and counts: postgresql has 2 files, 300,000 bytes.
+    let pg = line_of(&out, "/var/lib/postgresql");
+    assert!(pg.contains(" 2 ") && pg.contains("293.0 KiB"), "{pg}");
+    // Sorted by size: the nginx cache (500 kB) comes first.
+    let first = out
+        .lines()
+        .find(|l| l.contains(" — ") && !l.starts_with("VERDICT"))
+        .unwrap();
+    assert!(first.contains("/var/cache/nginx"), "{out}");
+    // Noise and persisted paths are hidden.
+    for p in [
+        "/etc/hosts",
+        "/etc/static",
+        "/etc/sudoers",
+        "/etc/NIXOS",
+        "/etc/mtab",
+        "/bin/sh",
+        "/etc/passwd",
+        "/var/lib/nixos",
+        "/etc/machine-id",
+        "/var/log/journal",
+        "/proc",
+        "/usr/bin/env",
+        "/var/empty",
+        "/var/.updated",
+    ] {
+        assert!(
+            !out.lines().any(|l| l.contains(" — ")
+                && l.split_whitespace().any(|w| w == p || w == format!("{p}/"))),
+            "{p} should be hidden:\n{out}"
+        );
+    }
+    assert!(out.contains("hidden:"), "{out}");
+
+    let json = fs.ok(&args(&["diff", "--json"]));
+    assert_eq!(hidden_entries(&json, "persisted"), "3", "{json}");
+    assert_eq!(hidden_entries(&json, "etc-static-links"), "2");
+    assert_eq!(hidden_entries(&json, "etc-copied-files"), "1");
+    // /etc/static /etc/.clean /etc/NIXOS /etc/.updated /var/.updated /etc/mtab /bin/sh
+    // /usr/bin/env /etc/passwd /etc/group /etc/shadow
+    assert_eq!(hidden_entries(&json, "boot-files"), "11");
+    // /proc /sys /dev /run /nix /boot /persist
+    assert_eq!(hidden_entries(&json, "empty-mount-points"), "7");
+    assert_eq!(hidden_entries(&json, "empty-boot-dirs"), "1"); // /var/empty
+                                                               // The JSON parses (Nix has a JSON parser).
+    let j = fs.dir.join("diff.json");
+    std::fs::write(&j, &json).unwrap();
+    if let Ok(o) = Command::new("nix-instantiate")
+        .args(["--eval", "-E"])
+        .arg(format!(
+            "builtins.length (builtins.fromJSON (builtins.readFile {})).groups",
+            j.display()
+        ))
+        .output()
+    {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    let nix = fs.ok(&args(&["diff", "--nix"]));
+    assert!(
+        nix.contains("environment.persistence.\"/persist\" = {"),
+        "{nix}"
+    );
+    for want in [
+        "\"/var/lib/postgresql\"",
+        "\"/var/lib/tailscale\"",
+        "\"/etc/NetworkManager/system-connections\"",
+        "\"/etc/ssh/ssh_host_ed25519_key\"",
+        "users.alice = {",
+        "\".ssh\"",
+        "\"projects\"",
+        "\"we\\\"ird \\${x}\"",
+    ] {
+        assert!(nix.contains(want), "missing {want} in:\n{nix}");
+    }
+    assert!(!nix.contains("nginx") && !nix.contains(".cache"), "{nix}");
+    match nix_parse(&nix) {
+        Some(parsed) => assert!(parsed.contains("persistence"), "{parsed}"),
+        None => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI must install nix-bin so the --nix block is really parsed"
+            );
+            eprintln!("*** nix-instantiate not installed: --nix checked structurally only ***")
+        }
+    }
+}
+
+#[test]
+fn baseline_diff_shows_only_what_changed_since_boot() {
+    if !require_root("baseline_diff_shows_only_what_changed_since_boot") {
+        return;
+    }
+    let mut fs = new_fs("diff-baseline");
+    boot_noise(&mut fs);
+    // State that existed at boot: unchanged ones must not show up.
+    fs.write("@root/var/lib/tailscale/tailscaled.state", "old");
+    fs.write("@root/var/lib/unchanged/db", &big(10_000));
+    fs.write("@root/var/lib/renamed-before/data/a", "a");
+    fs.write("@root/var/lib/gone/x", "x");
+    fs.write("@root/etc/static-ish.conf", "read me");
+    fs.subvol("@root/var/lib/machines");
+    fs.write("@root/var/lib/machines/old/disk", "old disk");
+    fs.ok(&["baseline"]);
+    fs.mount();
+    assert!(fs.exists("@snapshots/.baseline"));
+    assert!(fs.is_readonly("@snapshots/.baseline"));
+    assert_eq!(
+        fs.read("@snapshots/.baseline/var/lib/machines/old/disk")
+            .as_deref(),
+        Some("old disk")
+    );
+
+    // A day of use after the baseline.
+    day_of_use(&mut fs);
+    fs.write("@root/var/lib/tailscale/tailscaled.state", &big(2_000));
+    let r = fs.p("@root");
+    std::fs::rename(
+        r.join("var/lib/renamed-before"),
+        r.join("var/lib/renamed-after"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(r.join("var/lib/gone")).unwrap();
+    let _ = std::fs::read(r.join("etc/static-ish.conf")).unwrap(); // atime only
+    let _ = std::fs::read(r.join("var/lib/unchanged/db")).unwrap();
+    fs.write("@root/var/lib/machines/new/disk", "new disk");
+    fs.subvol("@root/var/lib/docker");
+    fs.write("@root/var/lib/docker/overlay/l", "layer");
+
+    let json = fs.ok(&args(&["diff", "--json"]));
+    assert!(json.contains("by btrfs generation"), "{json}");
+    assert_eq!(hidden_entries(&json, "unchanged-since-baseline"), "null");
+    let out = fs.ok(&args(&["diff", "-v"]));
+    for p in [
+        "/var/lib/postgresql",
+        "/var/lib/tailscale",
+        "/var/lib/renamed-after",
+        "/var/lib/machines",
+        "/var/lib/docker",
+        "/var/cache/nginx",
+        "/home/alice/.ssh",
+        "/etc/ssh/ssh_host_ed25519_key",
+    ] {
+        line_of(&out, p);
+    }
+    assert!(
+        out.contains("/var/lib/renamed-after/data/a"),
+        "moved tree listed with its files:\n{out}"
+    );
+    assert!(out.contains("/var/lib/machines/new/disk"), "{out}");
+    assert!(!out.contains("/var/lib/machines/old/disk"), "{out}");
+    for p in [
+        "/var/lib/unchanged",
+        "/etc/static-ish.conf",
+        "/var/lib/gone",
+        "/var/lib/renamed-before",
+        "/etc/hosts",
+        "/proc",
+    ] {
+        assert!(!out.contains(p), "{p} should not be listed:\n{out}");
+    }
+    let ts = line_of(&out, "/var/lib/tailscale");
+    assert!(ts.contains(" 1 ") && ts.contains("2.0 KiB"), "{ts}");
+
+    // Taking a new baseline replaces the old one: nothing changed since.
+    fs.ok(&["baseline"]);
+    let again = fs.ok(&args(&["diff", "--json"]));
+    assert!(
+        again.contains("\"files\":0,\"bytes\":0,\"groups\":[]"),
+        "{again}"
+    );
+    fs.mount();
+    assert!(!fs.exists("@snapshots/.baseline.new"));
+
+    // The rollback that replaces the root deletes the baseline with it.
+    fs.ok(&["rollback"]);
+    fs.mount();
+    assert!(
+        !fs.exists("@snapshots/.baseline"),
+        "{:?}",
+        fs.ls("@snapshots")
+    );
+}
+
+#[test]
+fn diff_of_an_old_root() {
+    if !require_root("diff_of_an_old_root") {
+        return;
+    }
+    let mut fs = new_fs("diff-old");
+    boot_noise(&mut fs);
+    day_of_use(&mut fs);
+    fs.ok(&["rollback"]);
+    let name = fs.old_roots().pop().unwrap();
+    let out = fs.ok(&args(&["diff", &name]));
+    assert!(out.starts_with(&format!("old root {name}")), "{out}");
+    line_of(&out, "/var/lib/postgresql");
+    let o = fs.run(&["diff", "2020-01-01T00-00-00Z"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("does not exist") && e.contains("ephemeral-root list") && e.lines().count() == 1,
+        "{e}"
+    );
+    // The fresh root after the rollback: nothing to lose.
+    let now = fs.ok(&["diff"]);
+    assert!(now.contains(": 0 files"), "{now}");
+}
