@@ -12,6 +12,7 @@
 //! - `.pins/<name>`: pinned old roots.
 
 pub mod bcachefs;
+pub mod bcachefs_ioctl;
 pub mod btrfs;
 pub mod btrfs_ioctl;
 
