@@ -84,9 +84,7 @@ fn device_for(s: &Settings) -> Result<String> {
 /// Probe the device, enter a private mount namespace and open the backend.
 pub fn open_backend(s: &Settings) -> Result<Box<dyn Backend>> {
     if s.fstype == Some(FsType::Zfs) {
-        return Err(Error::Usage(
-            "the zfs backend is not available in this build yet".into(),
-        ));
+        return crate::backend::zfs::open_backend(s);
     }
     let device = device_for(s)?;
     let (members, sup) = probe::resolve_devices(&device)?;

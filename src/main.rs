@@ -17,6 +17,7 @@ mod restore;
 mod retention;
 mod status;
 mod timefmt;
+mod zfs;
 
 fn main() {
     let cli = match cli::parse(std::env::args_os().skip(1)) {

@@ -15,6 +15,7 @@ pub mod bcachefs;
 pub mod bcachefs_ioctl;
 pub mod btrfs;
 pub mod btrfs_ioctl;
+pub mod zfs;
 
 use crate::error::Result;
 use std::fmt;

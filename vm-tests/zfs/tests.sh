@@ -1,0 +1,401 @@
+#!/bin/sh
+# In-VM tests of the ZFS backend (see README.md). zpool/zfs are test scaffolding: they create the
+# layout and check results; ephemeral-root itself only talks to /dev/zfs.
+# Prints "PASS name" / "FAIL name: reason" and a final "N passed, M failed" line.
+SUITE=$(sed -n 's/.*zt\.suite=\([^ ]*\).*/\1/p' /proc/cmdline)
+ONLY=$(sed -n 's/.*zt\.only=\([^ ]*\).*/\1/p' /proc/cmdline)
+BOOT=$(sed -n 's/.*zt\.boot=\([^ ]*\).*/\1/p' /proc/cmdline)
+LAST=$(sed -n 's/.*zt\.last=\([^ ]*\).*/\1/p' /proc/cmdline)
+SCEN=$(sed -n 's/.*zt\.scen=\([^ ]*\).*/\1/p' /proc/cmdline)    # crash scenarios to run (default ABCDE)
+[ -n "$SCEN" ] || SCEN=ABCDE
+sc() { case "$SCEN" in *"$1"*) return 0;; esac; return 1; }
+PART=$(sed -n 's/.*zt\.part=\([^ ]*\).*/\1/p' /proc/cmdline)   # K/N: crash points with index % N == K
+ln -sf /proc/self/mounts /etc/mtab
+mkdir -p /tmp/m /tmp/m2
+P=0; F=0
+pass() { echo "PASS $1"; P=$((P+1)); }
+fail() { echo "FAIL $1: $2"; F=$((F+1)); }
+want() { [ -z "$ONLY" ] || echo "$1" | grep -qE "$ONLY"; }
+now() { cut -d' ' -f1 /proc/uptime; }
+OUT=/tmp/out
+ER() { ephemeral-root --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" "$@" >$OUT 2>&1; rc=$?; cat $OUT >> /tmp/all.log; return $rc; }
+ERE() { e=$1; shift; env "$e" ephemeral-root --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" "$@" >$OUT 2>&1; rc=$?; cat $OUT >> /tmp/all.log; return $rc; }
+last() { tr '\n' ' ' < $OUT | tail -c 400; }
+S() { echo "$T/local/old-roots"; }
+# File helpers; DS is relative to $T.
+w() { mount -t zfs "$T/$1" /tmp/m || return 1; mkdir -p "$(dirname "/tmp/m/$2")"; printf '%s' "$3" > "/tmp/m/$2"; umount /tmp/m; }
+r() { mount -t zfs -o ro "$T/$1" /tmp/m 2>/dev/null || return 1; cat "/tmp/m/$2" 2>/dev/null; x=$?; umount /tmp/m; return $x; }
+ex() { r "$1" "$2" >/dev/null; }
+lsd() { mount -t zfs -o ro "$T/$1" /tmp/m || { echo "(cannot mount $T/$1)"; return 1; }; ls -A /tmp/m; umount /tmp/m; }
+gp() { zfs get -Hp -o value "$1" "$2" 2>/dev/null; }
+olds() { zfs list -H -o name -d 1 "$(S)" 2>/dev/null | sed "s|^$(S)||; s|^/||" | grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}-[0-9]{2}-[0-9]{2}Z(-[0-9]+)?$'; }
+nolds() { olds | wc -l | tr -d ' '; }
+dots() { zfs list -H -o name -d 1 "$(S)" 2>/dev/null | sed "s|^$(S)||; s|^/||" | grep '^\.' | grep -v '^\.template$'; }
+newest() { olds | sort | tail -n1; }
+holding() { for o in $(olds); do ex "local/old-roots/$o" "$1" && echo "$o"; done; }
+snapshot_state() { zfs list -H -o name -t all -r "$T" | sort; }
+layout() { # layout NAME: $T = rpool/NAME with local/root (legacy), safe/persist
+  T=rpool/$1
+  zfs destroy -r "$T" >/dev/null 2>&1
+  zfs create -p -o canmount=off "$T/local" && zfs create -o mountpoint=legacy "$T/local/root" &&
+    zfs create -p -o mountpoint=legacy "$T/safe/persist" && w safe/persist keep-me persisted
+}
+fill_now() {
+  w local/root etc/now.conf now
+  zfs create -o mountpoint=legacy "$T/local/root/machines" && zfs create "$T/local/root/machines/inner" &&
+    w local/root/machines/inner data "inner now"
+}
+# inv CTX TOTAL MARKER [OLDROOT:FILE...]: one root (fresh, empty, writable), no leftovers, TOTAL old
+# roots, MARKER in exactly one, every old-root dataset readonly=on canmount=noauto, survivors intact,
+# persisted data intact, no stray datasets.
+inv() {
+  ctx=$1; total=$2; marker=$3; shift 3; e=""
+  if zfs list "$T/local/root" >/dev/null 2>&1; then
+    [ -z "$(lsd local/root)" ] || e="$e root not empty ($(lsd local/root | tr '\n' ' '));"
+    [ "$(gp readonly "$T/local/root")" = 0 ] || [ "$(gp readonly "$T/local/root")" = off ] || e="$e root readonly;"
+    [ "$(gp written "$T/local/root")" = 0 ] || e="$e root written=$(gp written "$T/local/root");"
+    l=$(zfs list -H -t snapshot -o name -s createtxg -d 1 "$T/local/root" | tail -n1)
+    case "$l" in *@ephemeral-root-fresh.*) ;; *) e="$e root's latest snapshot is '$l';"; esac
+  else
+    e="$e root missing;"
+  fi
+  d=$(dots | tr '\n' ' '); [ -z "$d" ] || e="$e leftovers $d;"
+  n=$(nolds); [ "$n" = "$total" ] || e="$e $n old roots, want $total ($(olds | tr '\n' ' '));"
+  if [ -n "$marker" ]; then
+    h=$(holding "$marker" | wc -l | tr -d ' '); [ "$h" = 1 ] || e="$e $marker in $h old roots;"
+  fi
+  for ds in $(zfs list -H -o name -r "$(S)" | grep -v -x "$(S)" | grep -v "^$(S)/\.template"); do
+    ro=$(zfs get -H -o value readonly "$ds"); cm=$(zfs get -H -o value canmount "$ds")
+    [ "$ro" = on ] || e="$e $ds readonly=$ro;"
+    [ "$cm" = noauto ] || e="$e $ds canmount=$cm;"
+  done
+  for s in "$@"; do ex "local/old-roots/${s%%:*}" "${s#*:}" || e="$e lost ${s};"; done
+  [ "$(r safe/persist keep-me)" = persisted ] || e="$e persisted data lost;"
+  stray=$(zfs list -H -o name -r "$T" | grep -v -E "^$T(/local(/root|/old-roots(/.*)?)?|/safe(/persist)?)?$" | tr '\n' ' ')
+  [ -z "$stray" ] || e="$e stray datasets $stray;"
+  if [ -z "$e" ]; then pass "$ctx"; else fail "$ctx" "$e"; fi
+}
+HIT=" "
+rf() { # rf POINT ARGS...: run with a fault; an abort there is expected, anything else must succeed
+  local fp=$1; shift
+  ERE "EPHEMERAL_ROOT_FAULT=$fp" "$@"
+  if [ $rc -eq 134 ] || grep -q "fault injection: aborting at $fp" $OUT; then
+    grep -q "fault injection: aborting at $fp" $OUT || fail "fault $fp" "rc 134 without the abort message"
+    case "$HIT" in *" $fp "*) ;; *) HIT="$HIT$fp ";; esac
+  elif [ $rc -ne 0 ]; then
+    fail "fault $fp run" "rc $rc: $(last)"
+  fi
+}
+summary() { echo "$P passed, $F failed"; }
+
+import_pool() {
+  zpool import -f -N -d /dev rpool >/tmp/imp 2>&1 || { cat /tmp/imp; return 1; }
+}
+create_pool() {
+  t=$(now)
+  zpool create -f -o ashift=12 -O mountpoint=none -O canmount=off -O compression=lz4 rpool /dev/vda1 >/tmp/cr 2>&1 ||
+    { fail "zpool create" "$(cat /tmp/cr)"; summary; exit 0; }
+  echo "TIME zpool-create $(now) (from $t)"
+}
+
+# =============================================================================================
+if [ "$SUITE" = powercut ]; then
+  T=rpool
+  if [ "$BOOT" = 0 ]; then
+    create_pool
+    zfs create -p -o canmount=off rpool/local && zfs create -o mountpoint=legacy rpool/local/root &&
+      zfs snapshot rpool/local/root@blank && zfs create -p -o mountpoint=legacy rpool/safe/persist &&
+      w safe/persist keep-me persisted && w local/root boot-0 0 && w safe/persist p-0 0 &&
+      pass "powercut: layout" || fail "powercut: layout" "setup failed"
+    sync; zpool export rpool
+    summary; exit 0
+  fi
+  import_pool || { fail "powercut boot $BOOT: import" "$(cat /tmp/imp)"; summary; exit 0; }
+  # What the previous (cut) boot left: show it, then recover the way the next initrd would.
+  echo "STATE before recovery: $(zfs list -H -o name -r rpool/local | tr '\n' ' ')"
+  ER rollback --keep all
+  if [ $rc -eq 0 ]; then pass "powercut boot $BOOT: recovery rollback"; else fail "powercut boot $BOOT: recovery rollback" "rc $rc: $(last)"; fi
+  grep 'step ' $OUT | sed 's/^/  recovery: /'
+  e=""
+  for j in $(seq 0 $((BOOT - 1))); do
+    h=$(holding "boot-$j" | wc -l | tr -d ' ')
+    [ "$h" = 1 ] || e="$e boot-$j in $h old roots;"
+    [ "$(r safe/persist p-$j)" = "$j" ] || e="$e persisted p-$j lost;"
+  done
+  if [ -z "$e" ]; then pass "powercut boot $BOOT: every earlier root kept exactly once"; else fail "powercut boot $BOOT: old roots" "$e"; fi
+  inv "powercut boot $BOOT: invariants" "$BOOT" ""
+  if [ "$BOOT" -lt "$LAST" ]; then
+    w local/root boot-$BOOT "$BOOT"; w safe/persist p-$BOOT "$BOOT"; sync
+    summary
+    echo "ARMED $(now)"
+    ERE EPHEMERAL_ROOT_FAULT_DELAY_MS=400 rollback --keep all
+    cat $OUT
+    echo "NOT-CUT: the rollback finished before the power cut (rc $rc)"
+    zpool export rpool
+  else
+    summary
+    zpool export rpool
+  fi
+  exit 0
+fi
+
+# =============================================================================================
+create_pool
+echo "module version: $(cat /sys/module/zfs/version)"
+
+# --- "erase your darlings" layout: rpool/local/root (legacy) with @blank ---------------------
+T=rpool
+if want layout; then
+  t0=$(now)
+  zfs create -p -o canmount=off rpool/local && zfs create -o mountpoint=legacy -o xattr=sa -o acltype=posixacl rpool/local/root &&
+    zfs snapshot rpool/local/root@blank && zfs create -p -o canmount=off rpool/safe &&
+    zfs create -o mountpoint=legacy rpool/safe/persist && w safe/persist keep-me persisted &&
+    w local/root etc/machine-id-from-before abc || fail "layout setup" "zfs create failed"
+  created=$(gp creation rpool/local/root)
+  ER check; if [ $rc -eq 0 ] && grep -q "move the current root" $OUT; then pass "check prints the plan"; else fail "check" "rc $rc: $(last)"; fi
+  ER rollback --dry-run; [ $rc -eq 0 ] && [ "$(nolds)" = 0 ] && pass "dry-run changes nothing" || fail "dry-run" "rc $rc $(last)"
+  ER rollback --keep all
+  if [ $rc -eq 0 ]; then pass "first rollback on an erase-your-darlings layout"; else fail "first rollback" "rc $rc: $(last)"; fi
+  echo "TIME first-rollback $(now) (from $t0); $(grep 'finished in' $OUT)"
+  n1=$(newest)
+  want_name=$(date -u -d "@$created" +%Y-%m-%dT%H-%M-%SZ 2>/dev/null)
+  [ "$n1" = "$want_name" ] && pass "old root named after the root's creation time ($n1)" || fail "old-root name" "got $n1, want $want_name"
+  zfs list -H -o name -t snapshot "$(S)/$n1@blank" >/dev/null 2>&1 && pass "@blank travels with the old root" || fail "@blank" "$(zfs list -H -t snapshot -o name -r rpool/local | tr '\n' ' ')"
+  ex "local/old-roots/$n1" etc/machine-id-from-before && pass "old root holds the previous root's files" || fail "old root content" "missing"
+  [ -z "$(lsd local/root)" ] && pass "new root is empty" || fail "new root empty" "$(lsd local/root)"
+  [ "$(zfs get -H -o value,source mountpoint rpool/local/root | tr '\t' ' ')" = "legacy local" ] && pass "new root keeps mountpoint=legacy (local)" || fail "mountpoint" "$(zfs get -H -o value,source mountpoint rpool/local/root)"
+  # xattr=sa displays as "on" since 2.2 (same value); compare with the old root instead of a literal.
+  [ "$(zfs get -H -o value,source xattr rpool/local/root | tr '\t' ' ')" = "$(zfs get -H -o value xattr "$(S)/$n1") local" ] &&
+    [ "$(zfs get -H -o value,source acltype rpool/local/root | tr '\t' ' ')" = "posix local" ] && pass "new root keeps xattr/acltype (local)" ||
+    fail "props" "$(zfs get -H -o property,value,source xattr,acltype rpool/local/root "$(S)/$n1" | tr '\n' ' ')"
+  [ "$(zfs get -H -o value readonly "$(S)/$n1")" = on ] && [ "$(zfs get -H -o value canmount "$(S)/$n1")" = noauto ] && pass "old root readonly=on canmount=noauto" || fail "old root props" "$(zfs get -H -o property,value readonly,canmount "$(S)/$n1" | tr '\n' ' ')"
+  [ "$(zfs get -H -o value mountpoint "$(S)/$n1")" = legacy ] && pass "old root keeps the root's properties" || fail "old root mountpoint" "$(zfs get -H -o value mountpoint "$(S)/$n1")"
+  [ "$(zfs get -H -o value canmount "$(S)")" = off ] && [ "$(zfs get -H -o value mountpoint "$(S)")" = none ] && pass "snapshots location created canmount=off mountpoint=none" || fail "snapshots location" "$(zfs get -H -o property,value canmount,mountpoint "$(S)" | tr '\n' ' ')"
+  # Boots 1 and 2: write to the root and to /persist, roll back.
+  for b in 1 2; do
+    w local/root marker-$b $b; w local/root etc/ertest-$b x; w safe/persist p-$b $b
+    ER rollback --keep all || fail "rollback boot $b" "rc $rc: $(last)"
+    nb=$(newest)
+    [ -z "$(lsd local/root)" ] && pass "boot $b: files written to / are gone" || fail "boot $b: root not empty" "$(lsd local/root)"
+    [ "$(r local/old-roots/$nb marker-$b)" = "$b" ] && pass "boot $b: present in old root $nb" || fail "boot $b: old root" "marker-$b not in $nb"
+    [ "$(r safe/persist p-$b)" = "$b" ] && pass "boot $b: persisted dataset survives" || fail "boot $b: persist" "p-$b lost"
+    if mount -t zfs "$(S)/$nb" /tmp/m2 2>/dev/null; then
+      if touch /tmp/m2/probe 2>/dev/null; then fail "boot $b: old root writable" "touch succeeded"; else pass "boot $b: old root is read-only (EROFS)"; fi
+      umount /tmp/m2
+    else fail "boot $b: mount old root" "mount -t zfs $(S)/$nb failed"; fi
+  done
+  [ "$(nolds)" = 3 ] && pass "three old roots" || fail "old roots" "$(olds | tr '\n' ' ')"
+  inv "layout invariants" 3 marker-2
+  # A fresh root is not kept again.
+  ER rollback --keep all; [ $rc -eq 0 ] && [ "$(nolds)" = 3 ] && grep -q "unchanged since it was created" $OUT && pass "fresh root: nothing to keep" || fail "fresh root" "rc $rc $(nolds) $(last)"
+fi
+
+if want list; then
+  ER list; [ $rc -eq 0 ] && [ "$(grep -c -E '^[0-9]{4}-' $OUT)" = "$(nolds)" ] && grep -q newest $OUT && pass "list" || fail "list" "rc $rc $(last)"
+  ER list --json; nb=$(newest)
+  [ $rc -eq 0 ] && grep -q "\"name\":\"$nb\"" $OUT && grep -q '"readonly":true' $OUT && ! grep -q '"readonly":false' $OUT && pass "list --json" || fail "list --json" "$(last)"
+fi
+
+if want pin; then
+  o1=$(olds | head -n1); ER pin "$o1"
+  [ $rc -eq 0 ] && [ "$(zfs get -H -o source ephemeral-root:pinned "$(S)/$o1")" = local ] && pass "pin sets ephemeral-root:pinned" || fail "pin" "rc $rc $(last)"
+  ER list; grep "^$o1" $OUT | grep -q pinned && pass "list shows the pin" || fail "list pin" "$(last)"
+  ER pin 1999-01-01T00-00-00Z; [ $rc -eq 2 ] && pass "pin of a missing old root: usage error" || fail "pin missing" "rc $rc"
+  ER gc --keep 1 --dry-run; [ $rc -eq 0 ] && [ "$(nolds)" = 3 ] && pass "gc --dry-run" || fail "gc dry-run" "$(last)"
+  ER gc --keep 1
+  left=$(olds | tr '\n' ' ')
+  [ $rc -eq 0 ] && [ "$(nolds)" = 2 ] && echo "$left" | grep -q "$o1" && pass "gc keeps the pinned and the newest ($left)" || fail "gc" "rc $rc left $left: $(last)"
+  [ -z "$(dots)" ] && pass "gc leaves nothing behind" || fail "gc leftovers" "$(dots)"
+  ER unpin "$o1"; [ $rc -eq 0 ] && [ "$(zfs get -H -o value ephemeral-root:pinned "$(S)/$o1")" = - ] && pass "unpin" || fail "unpin" "$(last)"
+  ER gc --keep 1; [ $rc -eq 0 ] && [ "$(nolds)" = 1 ] && ! olds | grep -q "$o1" && pass "gc prunes it once unpinned" || fail "gc unpinned" "$(olds | tr '\n' ' ') $(last)"
+fi
+
+if want audit; then
+  # Mounting the root, even read-only, replays/destroys its intent log and changes `written`, so
+  # this group checks the root through its guid and the copy, and mounts it only at the end.
+  w local/root etc/audited yes
+  before=$(nolds); g0=$(gp guid rpool/local/root)
+  ER rollback --keep all --kernel-cmdline "quiet rd.ephemeral_root=audit"
+  na=$(newest)
+  [ $rc -eq 0 ] && [ "$(gp guid rpool/local/root)" = "$g0" ] && [ "$(nolds)" = $((before + 1)) ] && pass "audit: root kept, not replaced" || fail "audit" "rc $rc $(last)"
+  [ "$(r local/old-roots/$na etc/audited)" = yes ] && [ "$(zfs get -H -o value readonly "$(S)/$na")" = on ] && pass "audit: read-only copy $na" || fail "audit copy" "$na"
+  ER rollback --keep all --kernel-cmdline "rd.ephemeral_root=audit"
+  [ $rc -eq 0 ] && [ "$(nolds)" = $((before + 1)) ] && grep -q "already kept" $OUT && pass "audit again, unchanged: no second copy" || fail "audit again" "$(nolds) $(last)"
+  ER rollback --keep all
+  [ $rc -eq 0 ] && [ "$(nolds)" = $((before + 1)) ] && [ -z "$(lsd local/root)" ] && pass "wipe after audit: retired without a second copy" || fail "wipe after audit" "$(nolds) $(last)"
+  [ "$(r local/old-roots/$na etc/audited)" = yes ] && pass "audit copy survives the retired root's deletion (promoted)" || fail "audit copy after wipe" "lost"
+  inv "audit invariants" $((before + 1)) etc/audited
+  # A root that was only mounted read-only since the audit counts as changed (conservative).
+  w local/root etc/audited2 yes
+  ER rollback --keep all --kernel-cmdline "rd.ephemeral_root=audit"; n2=$(nolds)
+  r local/root etc/audited2 >/dev/null
+  ER rollback --keep all --kernel-cmdline "rd.ephemeral_root=audit"
+  echo "NOTE audit after a read-only mount: $n2 -> $(nolds) old roots (written=$(gp written rpool/local/root))"
+  ER rollback --keep all || fail "rollback after audit" "$(last)"
+fi
+
+if want probe; then
+  # What changes `written` (informational).
+  zfs create -o mountpoint=legacy rpool/probe; zfs snapshot rpool/probe@a
+  echo "PROBE after snapshot: written=$(gp written rpool/probe)"
+  mount -t zfs -o ro rpool/probe /tmp/m && umount /tmp/m
+  echo "PROBE after ro mount of a never-mounted dataset: written=$(gp written rpool/probe)"
+  mount -t zfs rpool/probe /tmp/m && umount /tmp/m; zfs snapshot rpool/probe@b
+  echo "PROBE after rw mount + snapshot: written=$(gp written rpool/probe)"
+  mount -t zfs -o ro rpool/probe /tmp/m && umount /tmp/m
+  echo "PROBE after ro mount of a once-mounted dataset: written=$(gp written rpool/probe)"
+  zfs destroy -r rpool/probe
+fi
+
+if want skip; then
+  w local/root etc/skipped yes; st=$(snapshot_state)
+  ER rollback --keep all --kernel-cmdline "rd.ephemeral_root=skip"
+  [ $rc -eq 0 ] && [ "$(snapshot_state)" = "$st" ] && [ "$(r local/root etc/skipped)" = yes ] && pass "rd.ephemeral_root=skip leaves everything untouched" || fail "skip" "rc $rc $(last)"
+  ER rollback --keep all || fail "rollback after skip" "$(last)"
+fi
+
+if want restore; then
+  w local/root etc/restore-me v1; zfs create "$T/local/root/srv" && w local/root/srv data nested-v1
+  ER rollback --keep all; src=$(newest)
+  w local/root etc/later v2
+  ER rollback --keep all --kernel-cmdline "rd.ephemeral_root.restore=$src"
+  [ $rc -eq 0 ] && [ "$(r local/root etc/restore-me)" = v1 ] && ! ex local/root etc/later && pass "rd.ephemeral_root.restore=$src boots that old root" || fail "restore" "rc $rc $(last)"
+  [ "$(r local/root/srv data)" = nested-v1 ] && case "$(gp readonly "$T/local/root/srv")" in 0|off) true;; *) false;; esac && pass "restore brings the child dataset back, writable" || fail "restore nested" "$(zfs list -H -o name,readonly -r $T/local/root | tr '\n' ' ')"
+  [ "$(holding etc/later | wc -l)" = 1 ] && pass "the replaced root is kept" || fail "restore kept" "$(holding etc/later)"
+  ER restore "$src" etc/restore-me --to /tmp/restored
+  [ $rc -eq 0 ] && [ "$(cat /tmp/restored 2>/dev/null)" = v1 ] && pass "restore command reads the old root (read-only mount)" || fail "restore command" "rc $rc $(last)"
+  ER rollback --keep all --kernel-cmdline "rd.ephemeral_root.restore=1999-01-01T00-00-00Z"
+  [ $rc -eq 2 ] && grep -q "does not exist" $OUT && pass "restore of a missing old root: config error" || fail "restore missing" "rc $rc $(last)"
+  # Prune everything, including the restore source (origin of the current root): promote + destroy.
+  w local/root etc/x y; ER rollback --keep all
+  ER gc --keep 1
+  [ $rc -eq 0 ] && [ "$(nolds)" = 1 ] && [ -z "$(dots)" ] && pass "gc prunes the origin of a restored root (promote)" || fail "gc origin" "rc $rc $(olds | tr '\n' ' ') $(last)"
+  inv "restore invariants" 1 etc/x
+fi
+
+if want guards; then
+  st=$(snapshot_state)
+  ephemeral-root --fstype zfs --root rpool/local/nope --snapshots rpool/local/old-roots rollback >$OUT 2>&1; rc=$?
+  [ $rc -eq 2 ] && grep -q "not found" $OUT && [ "$(snapshot_state)" = "$st" ] && pass "missing root: config error, nothing changed" || fail "missing root" "rc $rc $(last)"
+  ephemeral-root --fstype zfs --root @root --snapshots @snapshots rollback >$OUT 2>&1; rc=$?
+  [ $rc -eq 2 ] && grep -q "dataset name" $OUT && pass "btrfs-style names refused on zfs" || fail "names" "rc $rc $(last)"
+  ephemeral-root --fstype zfs --root rpool/local/root --snapshots rpool/local/root/old rollback >$OUT 2>&1; rc=$?
+  [ $rc -eq 2 ] && grep -q overlap $OUT && [ "$(snapshot_state)" = "$st" ] && pass "overlap refused" || fail "overlap" "rc $rc $(last)"
+  ephemeral-root --fstype btrfs --device /dev/vda1 --root @root --snapshots @snapshots rollback >$OUT 2>&1; rc=$?
+  [ $rc -ne 0 ] && grep -q "does not hold a btrfs" $OUT && pass "fstype mismatch refused" || fail "fstype mismatch" "rc $rc $(last)"
+  ER rollback --blank rpool/local/root@blank; [ $rc -ne 0 ] && grep -q "snapshot of the root" $OUT && [ "$(snapshot_state)" = "$st" ] && pass "blank = snapshot of the root refused" || fail "blank of root" "rc $rc $(last)"
+  mount -t zfs rpool/local/root /tmp/m2
+  ER rollback; [ $rc -ne 0 ] && grep -q "is mounted at" $OUT && [ "$(snapshot_state)" = "$st" ] && pass "live (mounted) root refused" || fail "live root" "rc $rc $(last)"
+  umount /tmp/m2
+  echo "2.3.1-1" > /tmp/fakever; mount --bind /tmp/fakever /sys/module/zfs/version
+  ER list; [ $rc -ne 0 ] && grep -q "2.3.1-1.*not supported" $OUT && pass "module version 2.3.1 refused" || fail "version 2.3.1" "rc $rc $(last)"
+  echo "2.5.0-1" > /tmp/fakever; ER list; [ $rc -ne 0 ] && grep -q "not supported" $OUT && pass "module version 2.5.0 refused" || fail "version 2.5.0" "rc $rc $(last)"
+  umount /sys/module/zfs/version
+  # Encrypted: key not loaded → refused; loaded → works (renames stay under one encryption root).
+  echo "correct horse battery" | zfs create -o encryption=on -o keyformat=passphrase -o keylocation=prompt -o canmount=off rpool/enc &&
+    zfs create -o canmount=off rpool/enc/local && zfs create -o mountpoint=legacy rpool/enc/local/root && zfs create -p -o mountpoint=legacy rpool/enc/safe/persist ||
+    fail "encrypted setup" "zfs create failed"
+  T=rpool/enc
+  w safe/persist keep-me persisted; w local/root etc/secret s
+  ER rollback --keep all; [ $rc -eq 0 ] && [ "$(nolds)" = 1 ] && pass "encrypted root (key loaded): rollback works" || fail "encrypted rollback" "rc $rc $(last)"
+  w local/root etc/secret2 s
+  zfs unload-key -r rpool/enc >/tmp/uk 2>&1 || fail "unload-key" "$(cat /tmp/uk)"
+  st=$(snapshot_state)
+  ER rollback --keep all
+  [ $rc -eq 1 ] && grep -q "key is not loaded" $OUT && [ "$(snapshot_state)" = "$st" ] && [ "$(grep -c . $OUT)" -le 3 ] && pass "encrypted root without its key: refused, nothing changed" || fail "key not loaded" "rc $rc $(last)"
+  grep -h "key is not loaded" $OUT | head -n1
+  echo "correct horse battery" | zfs load-key rpool/enc >/dev/null 2>&1
+  ER rollback --keep all; [ $rc -eq 0 ] && [ "$(nolds)" = 2 ] && inv "encrypted invariants" 2 etc/secret2
+  # Its own encryption root: refused.
+  echo "correct horse battery" | zfs create -o encryption=on -o keyformat=passphrase -o keylocation=prompt -o mountpoint=legacy rpool/own >/dev/null 2>&1
+  ephemeral-root --fstype zfs --root rpool/own --snapshots rpool/own-old rollback >$OUT 2>&1; rc=$?
+  [ $rc -eq 1 ] && grep -q "own encryption root" $OUT && pass "root that is its own encryption root: refused" || fail "own encryption root" "rc $rc $(last)"
+  zfs destroy -r rpool/own >/dev/null 2>&1; zfs destroy -r rpool/enc >/dev/null 2>&1
+  T=rpool
+fi
+
+# --- crash safety at every fault point --------------------------------------------------------
+RECOVERY="step:discard discard:child-deleted delete:writable delete:child-deleted new-root:child"
+if want crash; then
+  tc=$(now)
+  set -- $RECOVERY; nrec=$#
+  i=0
+  for p in $(ephemeral-root fault-points); do
+    i=$((i + 1)); k=$(( (i % nrec) + 1 )); q=$(echo $RECOVERY | cut -d' ' -f$k)
+    if [ -n "$PART" ] && [ $((i % ${PART#*/})) -ne "${PART%/*}" ]; then continue; fi
+    tp=$(now)
+    if sc A; then
+    # A: first rollback ever (no snapshots location), root with child datasets.
+    layout cA; fill_now
+    rf "$p" rollback --keep all; rf "$q" rollback --keep all
+    ER rollback --keep all || fail "A $p/$q" "recovery rc $rc: $(last)"
+    inv "A fault $p then $q" 1 etc/now.conf
+    k1=$(holding etc/now.conf)
+    [ "$(r "local/old-roots/$k1/machines/inner" data)" = "inner now" ] || fail "A fault $p: nested" "child dataset data not in $k1"
+    ER rollback --keep all; inv "A fault $p then $q, rerun" 1 etc/now.conf
+    fi
+    if sc B; then
+    # B: an earlier old root exists and is pruned (--keep 1).
+    layout cB; w local/root etc/earlier.conf earlier; zfs create "$T/local/root/srv"; w local/root/srv x x
+    ER rollback --keep all; e1=$(olds); ER pin "$e1"; ER unpin "$e1"
+    fill_now
+    rf "$p" rollback --keep 1; rf "$q" rollback --keep 1
+    ER rollback --keep 1 || fail "B $p" "recovery rc $rc: $(last)"
+    inv "B fault $p then $q" 1 etc/now.conf
+    fi
+    if sc C; then
+    # C: retention keeps everything: the earlier old root survives.
+    layout cC; w local/root etc/earlier.conf earlier
+    ER rollback --keep all; e1=$(olds)
+    fill_now
+    rf "$p" rollback --keep all
+    ER rollback --keep all || fail "C $p" "recovery rc $rc: $(last)"
+    inv "C fault $p" 2 etc/now.conf "$e1:etc/earlier.conf"
+    fi
+    if sc D; then
+    # D: restore an old root with a child dataset.
+    layout cD; w local/root etc/earlier.conf earlier; zfs create "$T/local/root/srv"; w local/root/srv x x
+    ER rollback --keep all; e1=$(olds)
+    w local/root etc/now.conf now
+    rf "$p" rollback --keep all --kernel-cmdline "rd.ephemeral_root.restore=$e1"
+    rf "$q" rollback --keep all --kernel-cmdline "rd.ephemeral_root.restore=$e1"
+    ER rollback --keep all --kernel-cmdline "rd.ephemeral_root.restore=$e1" || fail "D $p" "recovery rc $rc: $(last)"
+    e=""
+    [ "$(r local/root etc/earlier.conf)" = earlier ] || e="$e earlier.conf not restored;"
+    [ "$(r local/root/srv x)" = x ] || e="$e child not restored;"
+    ex local/root etc/now.conf && e="$e now.conf still in root;"
+    [ "$(nolds)" = 2 ] || e="$e $(nolds) old roots;"
+    [ -z "$(dots)" ] || e="$e leftovers $(dots | tr '\n' ' ');"
+    [ "$(holding etc/now.conf | wc -l | tr -d ' ')" = 1 ] || e="$e now.conf in $(holding etc/now.conf | wc -l) old roots;"
+    [ "$(r "local/old-roots/$e1/srv" x)" = x ] || e="$e source lost its child;"
+    if [ -z "$e" ]; then pass "D restore fault $p then $q"; else fail "D restore fault $p then $q" "$e"; fi
+    fi
+    if sc E; then
+    # E: audit (copy, root stays), then wipe of the unchanged root: no second copy.
+    layout cE; fill_now; gE=$(gp guid "$T/local/root")
+    rf "$p" rollback --mode audit --keep all
+    ER rollback --mode audit --keep all || fail "E $p" "audit recovery rc $rc: $(last)"
+    e=""
+    [ "$(gp guid "$T/local/root")" = "$gE" ] || e="$e audit replaced the root;"
+    o=$(olds)
+    [ "$(r "local/old-roots/$o" etc/now.conf)" = now ] || e="$e copy lacks now.conf;"
+    [ "$(r "local/old-roots/$o/machines/inner" data)" = "inner now" ] || e="$e copy lacks child data;"
+    [ "$(nolds)" = 1 ] || e="$e $(nolds) old roots after audit;"
+    if [ -z "$e" ]; then pass "E audit fault $p"; else fail "E audit fault $p" "$e"; fi
+    rf "$p" rollback --keep all
+    ER rollback --keep all || fail "E $p" "wipe recovery rc $rc: $(last)"
+    inv "E audit+wipe fault $p" 1 etc/now.conf
+    fi
+    echo "TIME point $p $(now) (from $tp)"
+  done
+  [ -n "$PART" ] || for p in $(ephemeral-root fault-points); do
+    case "$HIT" in *" $p "*) ;; *) echo "NOTE fault point $p not reached on zfs";; esac
+  done
+  echo "TIME crash-suite $(now) (from $tc)"
+  zfs destroy -r rpool/cA >/dev/null 2>&1; zfs destroy -r rpool/cB >/dev/null 2>&1
+  zfs destroy -r rpool/cC >/dev/null 2>&1; zfs destroy -r rpool/cD >/dev/null 2>&1; zfs destroy -r rpool/cE >/dev/null 2>&1
+fi
+
+grep -h "rollback finished in" /tmp/all.log 2>/dev/null | awk '{for (i=1;i<=NF;i++) if ($i=="in") {s+=$(i+1); n++}} END {if (n) printf "TIME rollback: %d runs, mean %.0f ms\n", n, s/n}'
+summary
+zpool export rpool >/dev/null 2>&1
