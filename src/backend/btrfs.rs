@@ -324,6 +324,32 @@ impl Btrfs {
         Ok((fd, base.to_string()))
     }
 
+    /// Make `<snapshots>/<rel>` and every subvolume nested in it read-only, children first (once a
+    /// parent is read-only nothing below it may change its entries). Already read-only ones are
+    /// left alone, so this is safe to repeat after a crash.
+    fn make_tree_readonly(&self, snaps: &OwnedFd, rel: &str) -> Result<()> {
+        let top = open_dir_beneath(snaps, rel).ctx(|| format!("open {}/{rel}", self.snapshots))?;
+        let info = io::subvol_info(top.as_fd())
+            .ctx(|| format!("GET_SUBVOL_INFO {}/{rel}", self.snapshots))?;
+        let nested = self.nested(info.id)?;
+        let paths = nested
+            .iter()
+            .rev()
+            .map(|(p, _)| format!("{rel}/{p}"))
+            .chain(std::iter::once(rel.to_string()));
+        for path in paths {
+            let f =
+                open_dir_beneath(snaps, &path).ctx(|| format!("open {}/{path}", self.snapshots))?;
+            let flags = io::get_flags(f.as_fd())
+                .ctx(|| format!("get flags of {}/{path}", self.snapshots))?;
+            if flags & io::SUBVOL_RDONLY == 0 {
+                io::set_flags(f.as_fd(), flags | io::SUBVOL_RDONLY)
+                    .ctx(|| format!("make {}/{path} read-only", self.snapshots))?;
+            }
+        }
+        Ok(())
+    }
+
     fn rename_noreplace(
         &self,
         from_dir: &OwnedFd,
@@ -510,25 +536,7 @@ impl Backend for Btrfs {
             open_dir_beneath(&self.top, &self.root).ctx(|| format!("open root {}", self.root))?;
         let staging = format!("{INCOMPLETE_PREFIX}{name}");
         self.clone_tree(&root, &self.root, &snaps, &staging, "keep:staged")?;
-        // Read-only, children first (a read-only parent cannot take new entries, but we are done).
-        let info = io::subvol_info(
-            open_dir_beneath(&snaps, &staging)
-                .ctx(|| format!("open {}/{staging}", self.snapshots))?
-                .as_fd(),
-        )
-        .ctx(|| "GET_SUBVOL_INFO staging")?;
-        let nested = self.nested(info.id)?;
-        for rel in nested
-            .iter()
-            .rev()
-            .map(|(p, _)| format!("{staging}/{p}"))
-            .chain(std::iter::once(staging.clone()))
-        {
-            let f =
-                open_dir_beneath(&snaps, &rel).ctx(|| format!("open {}/{rel}", self.snapshots))?;
-            io::set_flags(f.as_fd(), io::SUBVOL_RDONLY)
-                .ctx(|| format!("make {}/{rel} read-only", self.snapshots))?;
-        }
+        self.make_tree_readonly(&snaps, &staging)?;
         fault::point("keep:readonly");
         self.rename_noreplace(
             &snaps,
@@ -598,25 +606,8 @@ impl Backend for Btrfs {
             Err(Errno::NOENT) if open_dir_beneath(&snaps, name).is_ok() => return Ok(()),
             Err(e) => return Err(Error::sys(format!("open {}/{from}", self.snapshots), e)),
         };
-        let info = io::subvol_info(fd.as_fd())
-            .ctx(|| format!("GET_SUBVOL_INFO {}/{from}", self.snapshots))?;
-        let nested = self.nested(info.id)?;
-        // Children first: once a parent is read-only nothing below it may change its entries.
-        for rel in nested
-            .iter()
-            .rev()
-            .map(|(p, _)| format!("{from}/{p}"))
-            .chain(std::iter::once(from.clone()))
-        {
-            let f =
-                open_dir_beneath(&snaps, &rel).ctx(|| format!("open {}/{rel}", self.snapshots))?;
-            let flags = io::get_flags(f.as_fd())
-                .ctx(|| format!("get flags of {}/{rel}", self.snapshots))?;
-            if flags & io::SUBVOL_RDONLY == 0 {
-                io::set_flags(f.as_fd(), flags | io::SUBVOL_RDONLY)
-                    .ctx(|| format!("make {}/{rel} read-only", self.snapshots))?;
-            }
-        }
+        drop(fd);
+        self.make_tree_readonly(&snaps, &from)?;
         fault::point("seal:readonly");
         self.rename_noreplace(
             &snaps,

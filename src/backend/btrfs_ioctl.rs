@@ -296,6 +296,23 @@ pub struct Item {
     pub data: Vec<u8>,
 }
 
+/// The `btrfs_ioctl_search_header` at `off` in a TREE_SEARCH result buffer:
+/// (objectid, offset, type, item length). Bounds-checked; items are unaligned.
+fn search_header(buf: &[u8], off: usize) -> Result<(u64, u64, u32, usize), Errno> {
+    let h = buf.get(off..off + 32).ok_or(Errno::IO)?;
+    let rd = |r: std::ops::Range<usize>| -> u64 {
+        let mut b = [0u8; 8];
+        b[..r.len()].copy_from_slice(&h[r]);
+        u64::from_le_bytes(b)
+    };
+    Ok((
+        rd(8..16),
+        rd(16..24),
+        rd(24..28) as u32,
+        rd(28..32) as usize,
+    ))
+}
+
 /// All items with keys between (objectid, typ, 0) and (objectid, typ, MAX) in tree `tree_id`.
 pub fn search(fd: BorrowedFd, tree_id: u64, objectid: u64, typ: u32) -> Result<Vec<Item>, Errno> {
     let mut out = Vec::new();
@@ -327,18 +344,7 @@ pub fn search(fd: BorrowedFd, tree_id: u64, objectid: u64, typ: u32) -> Result<V
         let mut off = 0usize;
         let mut last_offset = None;
         for _ in 0..n {
-            let h = a.buf.get(off..off + 32).ok_or(Errno::IO)?;
-            let rd = |r: std::ops::Range<usize>| -> u64 {
-                let mut b = [0u8; 8];
-                b[..r.len()].copy_from_slice(&h[r]);
-                u64::from_le_bytes(b)
-            };
-            let (oid, ioff, ityp, len) = (
-                rd(8..16),
-                rd(16..24),
-                rd(24..28) as u32,
-                rd(28..32) as usize,
-            );
+            let (oid, ioff, ityp, len) = search_header(&a.buf, off)?;
             let data = a
                 .buf
                 .get(off + 32..off + 32 + len)
@@ -431,18 +437,7 @@ pub fn search_since(
         let mut off = 0usize;
         let mut last = cur;
         for _ in 0..n {
-            let h = a.buf.get(off..off + 32).ok_or(Errno::IO)?;
-            let rd = |r: std::ops::Range<usize>| -> u64 {
-                let mut b = [0u8; 8];
-                b[..r.len()].copy_from_slice(&h[r]);
-                u64::from_le_bytes(b)
-            };
-            let (oid, ioff, ityp, len) = (
-                rd(8..16),
-                rd(16..24),
-                rd(24..28) as u32,
-                rd(28..32) as usize,
-            );
+            let (oid, ioff, ityp, len) = search_header(&a.buf, off)?;
             let data = a.buf.get(off + 32..off + 32 + len).ok_or(Errno::IO)?;
             off += 32 + len;
             last = (oid, ityp, ioff);
