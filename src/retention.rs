@@ -7,7 +7,7 @@
 //! earlier than the newest old root), "now" is taken to be the newest old root's time, so a wrong
 //! clock can never make every old root look ancient.
 
-use crate::timefmt::{civil_from_days, days_from_civil};
+use crate::timefmt::civil_from_days;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,9 +281,10 @@ pub fn decide(items: &[Item], policy: &Policy, now: i64, utc_offset: i64) -> Vec
         .collect()
 }
 
-/// Seconds for a civil date, for tests and callers that build times by hand.
+/// Seconds for a civil date, for tests that build times by hand.
+#[cfg(test)]
 pub fn utc(y: i64, mo: u32, d: u32, h: i64, mi: i64, s: i64) -> i64 {
-    days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s
+    crate::timefmt::days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s
 }
 
 #[cfg(test)]

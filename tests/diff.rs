@@ -373,3 +373,83 @@ fn diff_of_an_old_root() {
     let now = fs.ok(&["diff"]);
     assert!(now.contains(": 0 files"), "{now}");
 }
+
+/// A real tmpfs `/`: in a private mount namespace, a tmpfs is filled like an impermanence root
+/// (state written at run time, a persisted directory bind-mounted over its path, /usr and /proc
+/// mounted), and the binary runs chrooted into it, so `/` in its mountinfo is that tmpfs.
+#[test]
+fn diff_on_a_tmpfs_root_walks_slash_without_crossing_mounts() {
+    if !require_root("diff_on_a_tmpfs_root_walks_slash_without_crossing_mounts") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("er-tmpfs-root-{}", std::process::id()));
+    let src = std::env::temp_dir().join(format!("er-tmpfs-persist-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("persisted-file"), "kept elsewhere").unwrap();
+    let script = r#"
+set -e
+mount -t tmpfs -o mode=755 tmpfs "$D"
+cd "$D"
+mkdir -p proc usr etc/ssh var/lib/postgresql var/lib/kept var/cache/fontconfig root tmp
+ln -s usr/lib lib; ln -s usr/lib64 lib64; ln -s usr/bin bin
+mount --bind /usr usr
+mount -t proc proc proc
+mount --bind "$SRC" var/lib/kept
+printf '%s' 'rows rows rows' > var/lib/postgresql/base
+printf '%s' 'ls -l' > root/.bash_history
+printf '%s' 'key' > etc/ssh/ssh_host_ed25519_key
+printf '%s' 'c' > var/cache/fontconfig/cache
+: > ephemeral-root
+mount --bind "$BIN" ephemeral-root
+chroot "$D" /ephemeral-root diff --json --persist /etc/ssh > "$D/../er-tmpfs-out-$$" 2>&1 || { cat "$D/../er-tmpfs-out-$$"; exit 3; }
+cat "$D/../er-tmpfs-out-$$"; rm -f "$D/../er-tmpfs-out-$$"
+echo "---"
+chroot "$D" /ephemeral-root baseline 2>&1 && exit 4
+echo "baseline rc=$?"
+"#;
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .env("D", &dir)
+        .env("SRC", &src)
+        .env("BIN", bin())
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .expect("unshare");
+    let _ = std::fs::remove_dir(&dir);
+    let _ = std::fs::remove_dir_all(&src);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (json, rest) = out.split_once("---").unwrap();
+    assert!(json.contains(r#""source":"/ (tmpfs)""#), "{json}");
+    assert!(
+        json.contains(r#""method":"walk of / without crossing mounts""#),
+        "{json}"
+    );
+    for want in [
+        r#""path":"/var/lib/postgresql","kind":"directory","verdict":"persist""#,
+        r#""path":"/root/.bash_history""#,
+        r#""path":"/var/cache/fontconfig""#,
+    ] {
+        assert!(json.contains(want), "missing {want}: {json}");
+    }
+    // Mounted over (persisted bind mount, /usr, /proc) or persisted by configuration: not listed.
+    for not in [
+        "/var/lib/kept",
+        "persisted-file",
+        "\"/usr",
+        "\"/proc",
+        "/etc/ssh",
+    ] {
+        assert!(!json.contains(not), "{not} listed: {json}");
+    }
+    assert_eq!(hidden_entries(json, "persisted"), "1", "{json}");
+    assert!(
+        rest.contains("/ is a tmpfs") && rest.contains("baseline rc=2"),
+        "{rest}"
+    );
+}

@@ -1037,6 +1037,9 @@ impl Backend for Bcachefs {
     }
 
     fn delete_retired(&mut self, name: &str) -> Result<()> {
+        if name == BASELINE {
+            return self.destroy_subvol_tree(BASELINE);
+        }
         if !(name.starts_with(RETIRED_ROOT_PREFIX) || name.starts_with(DELETING_PREFIX)) {
             return Err(Error::Refused(format!(
                 "{name} is not a retired root or a pruned old root"
@@ -1117,6 +1120,60 @@ impl Backend for Bcachefs {
 
     fn root_path(&mut self) -> Result<PathBuf> {
         Ok(self.mount_path().join(&self.root))
+    }
+
+    /// A read-only snapshot of the root (its main subvolume: nested subvolumes are not in a
+    /// bcachefs snapshot, so their contents count as changed) staged as
+    /// `.incomplete.baseline`, then swapped with `.baseline`.
+    fn take_baseline(&mut self) -> Result<()> {
+        self.create_snapshots_location()?;
+        let snaps = self.snaps_fd()?;
+        let staging = format!("{INCOMPLETE_PREFIX}baseline");
+        self.destroy_subvol_tree(&staging)?;
+        let root = open_dir_beneath(&self.top, &self.root)
+            .ctx(|| format!("open root {} on {}", self.root, self.source))?;
+        io::snapshot(snaps.as_fd(), &staging, root.as_fd(), true).ctx(|| {
+            format!(
+                "read-only snapshot of root {} as {}/{staging}",
+                self.root, self.snapshots
+            )
+        })?;
+        match rustix::fs::renameat_with(&snaps, &staging, &snaps, BASELINE, RenameFlags::EXCHANGE) {
+            Ok(()) => self.destroy_subvol_tree(&staging)?,
+            Err(Errno::NOENT) => rustix::fs::renameat_with(
+                &snaps,
+                &staging,
+                &snaps,
+                BASELINE,
+                RenameFlags::NOREPLACE,
+            )
+            .ctx(|| format!("rename {}/{staging} to {BASELINE}", self.snapshots))?,
+            Err(e) => {
+                log::debug!("swapping {staging} with {BASELINE}: {e}; replacing it instead");
+                self.destroy_subvol_tree(BASELINE)?;
+                rustix::fs::renameat_with(
+                    &snaps,
+                    &staging,
+                    &snaps,
+                    BASELINE,
+                    RenameFlags::NOREPLACE,
+                )
+                .ctx(|| format!("rename {}/{staging} to {BASELINE}", self.snapshots))?
+            }
+        }
+        self.sync()
+    }
+
+    fn baseline_path(&mut self) -> Result<Option<PathBuf>> {
+        let snaps = match open_dir_beneath(&self.top, &self.snapshots) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(Error::sys(format!("open {}", self.snapshots), e)),
+        };
+        Ok(match self.subvol_root_at(&snaps, BASELINE) {
+            Ok(Some(_)) => Some(self.mount_path().join(&self.snapshots).join(BASELINE)),
+            _ => None,
+        })
     }
 
     fn close(mut self: Box<Self>) -> Result<()> {

@@ -11,7 +11,6 @@ pub const FS_TREE_OBJECTID: u64 = 5;
 pub const FIRST_FREE_OBJECTID: u64 = 256;
 pub const ROOT_TREE_OBJECTID: u64 = 1;
 pub const ROOT_TREE_DIR_OBJECTID: u64 = 6;
-pub const ROOT_ITEM_KEY: u32 = 132;
 pub const ROOT_BACKREF_KEY: u32 = 144;
 pub const ROOT_REF_KEY: u32 = 156;
 pub const DIR_ITEM_KEY: u32 = 84;
@@ -287,11 +286,9 @@ pub fn ino_lookup(fd: BorrowedFd, treeid: u64, objectid: u64) -> Result<String, 
     Ok(c_str(&a.name))
 }
 
-/// One item returned by TREE_SEARCH.
+/// One item returned by TREE_SEARCH (of the objectid and type that were asked for).
 #[derive(Debug, Clone)]
 pub struct Item {
-    pub objectid: u64,
-    pub typ: u32,
     pub offset: u64,
     pub data: Vec<u8>,
 }
@@ -352,12 +349,7 @@ pub fn search(fd: BorrowedFd, tree_id: u64, objectid: u64, typ: u32) -> Result<V
                 .to_vec();
             off += 32 + len;
             if oid == objectid && ityp == typ {
-                out.push(Item {
-                    objectid: oid,
-                    typ: ityp,
-                    offset: ioff,
-                    data,
-                });
+                out.push(Item { offset: ioff, data });
             }
             last_offset = Some(ioff);
         }

@@ -37,6 +37,9 @@ pub const FRESH_SNAP: &str = "ephemeral-root-fresh";
 pub const AUDIT_SNAP: &str = "ephemeral-root-audit.";
 /// Snapshot of an old root a restored root is cloned from (prefix; `.<t>` follows).
 pub const RESTORE_SNAP: &str = "ephemeral-root-restore";
+/// Snapshot of the root (and its child datasets) taken by `baseline`. It travels with the root
+/// when the root is kept and is destroyed with that old root.
+pub const BASELINE_SNAP: &str = "ephemeral-root-baseline";
 /// User property recording the root's own `canmount` before sealing changed it ("-" = not set).
 pub const ROOT_CANMOUNT_PROP: &str = "ephemeral-root:root-canmount";
 
@@ -937,6 +940,64 @@ impl Backend for Zfs {
         let at = PathBuf::from(format!("{}/zfs/root", mounts::RUN_DIR));
         let r = self.root.clone();
         self.mount_ro(&r, at)
+    }
+
+    /// `R@ephemeral-root-baseline` and the same snapshot of each child dataset, in one atomic
+    /// snapshot request; an older baseline is destroyed first. Touches only snapshots of the root.
+    fn take_baseline(&mut self) -> Result<()> {
+        if !self.exists(&self.root)? {
+            return Err(Error::Usage(format!(
+                "root {} does not exist; check --root",
+                self.root
+            )));
+        }
+        let mut fss = vec![self.root.clone()];
+        fss.extend(self.tree(&self.root)?.into_iter().map(|e| e.name));
+        let names: Vec<String> = fss.iter().map(|f| format!("{f}@{BASELINE_SNAP}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.dev
+            .destroy_snaps(&refs, false)
+            .map_err(|e| ze(format!("destroy the old baseline {}", names[0]), e))?;
+        self.dev.snapshot(&refs, &[]).map_err(|e| {
+            ze(
+                format!("snapshot {} (with its child datasets)", names[0]),
+                e,
+            )
+        })?;
+        self.sync()
+    }
+
+    /// The baseline snapshots mounted read-only (the root's, then each child dataset's that has
+    /// one, over its directory).
+    fn baseline_path(&mut self) -> Result<Option<PathBuf>> {
+        let snap = format!("{}@{BASELINE_SNAP}", self.root);
+        if !self.exists(&snap)? {
+            return Ok(None);
+        }
+        let at = PathBuf::from(format!("{}/zfs/baseline", mounts::RUN_DIR));
+        let _ = rustix::mount::unmount(&at, rustix::mount::UnmountFlags::DETACH);
+        let m = Mounted::mount(&snap, &at, "zfs", rustix::mount::MountFlags::RDONLY, "").map_err(
+            |e| match e {
+                Error::Sys { what, source, .. } => Error::Sys {
+                    what,
+                    source,
+                    hint: Some(format!("mount baseline snapshot {snap} read-only")),
+                },
+                e => e,
+            },
+        )?;
+        self.mounts.push(m);
+        for k in self.tree(&self.root)? {
+            let ksnap = format!("{}@{BASELINE_SNAP}", k.name);
+            let p = at.join(self.rel(&self.root, &k.name));
+            if p.is_dir() && self.exists(&ksnap)? {
+                match Mounted::mount(&ksnap, &p, "zfs", rustix::mount::MountFlags::RDONLY, "") {
+                    Ok(m) => self.mounts.push(m),
+                    Err(e) => log::warn!("cannot mount baseline snapshot {ksnap}: {e}"),
+                }
+            }
+        }
+        Ok(Some(at))
     }
 
     fn close(mut self: Box<Self>) -> Result<()> {

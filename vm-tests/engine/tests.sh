@@ -324,6 +324,47 @@ if want crash; then
   [ -z "$missed" ] && pass crash-every-fault-point-reached || fail crash-every-fault-point-reached "never reached:$missed"
 fi
 
+# ---- diff, baseline, restore on bcachefs (issue 6) -----------------------------------------------
+if want diff; then
+  newfs diff
+  w @root/etc/machine-id "0123"
+  w @root/var/lib/oldsvc/state.db "before the baseline"
+  w @root/var/cache/oldsvc/blob "cache"
+  if ER baseline && log_has "baseline taken"; then pass diff-baseline-taken; else fail diff-baseline-taken "$(tail -3 $OUT)"; fi
+  isro @snapshots/.baseline && pass diff-baseline-readonly || fail diff-baseline-readonly "$(ls -a $B/$T/@snapshots)"
+  w @root/var/lib/newsvc/db "after the baseline"
+  w @root/root/.bash_history "ls -l"
+  ln -s /etc/static/hosts $B/$T/@root/etc/hosts
+  if ER diff --json --persist /var/lib/kept; then
+    grep -q '"method":"walk, compared with the baseline"' $OUT && pass diff-uses-baseline || fail diff-uses-baseline "$(head -c 300 $OUT)"
+    grep -q '"path":"/var/lib/newsvc"' $OUT && grep -q '"path":"/root/.bash_history"' $OUT && pass diff-shows-new-state || fail diff-shows-new-state "$(head -c 600 $OUT)"
+    grep -qE '"path":"/(var/lib/oldsvc|etc/hosts)"' $OUT && fail diff-hides-unchanged-and-noise "oldsvc or /etc/hosts listed" || pass diff-hides-unchanged-and-noise
+    grep -q '"rule":"unchanged-since-baseline","description":"[^"]*","entries":3' $OUT && pass diff-counts-unchanged || fail diff-counts-unchanged "$(grep -o '"hidden".*' $OUT | head -c 400)"
+  else fail diff-runs "$(tail -3 $OUT)"; fi
+  if ER diff --nix && grep -q 'environment.persistence."/persist"' $OUT && grep -q '"/var/lib/newsvc"' $OUT; then pass diff-nix-block
+  else fail diff-nix-block "$(head -c 400 $OUT)"; fi
+  ER baseline && ER diff --json && ! grep -q '"path":"/var/lib/newsvc"' $OUT && ! ex @snapshots/.incomplete.baseline \
+    && pass diff-baseline-replaced || fail diff-baseline-replaced "$(ls -a $B/$T/@snapshots) $(head -c 300 $OUT)"
+  w @root/var/lib/newsvc/db2 "second"
+  if ER rollback && ! ex @snapshots/.baseline; then pass diff-baseline-goes-with-root; else fail diff-baseline-goes-with-root "$(ls -a $B/$T/@snapshots) $(tail -3 $OUT)"; fi
+  O1=$(olds)
+  if ER diff "$O1" --json && grep -q '"path":"/var/lib/oldsvc"' $OUT && grep -q '"path":"/var/lib/newsvc"' $OUT; then pass diff-old-root
+  else fail diff-old-root "$(head -c 400 $OUT)"; fi
+  ER diff no-such-root; rc=$?
+  [ $rc != 0 ] && log_has "does not exist" && [ "$(wc -l < $OUT)" -le 2 ] && pass diff-missing-old-root-one-line || fail diff-missing-old-root-one-line "rc=$rc $(cat $OUT)"
+  rm -rf /tmp/rs; mkdir -p /tmp/rs
+  if ER restore "$O1" /var/lib/newsvc --to /tmp/rs/newsvc && [ "$(cat /tmp/rs/newsvc/db)" = "after the baseline" ] \
+      && [ "$(cat /tmp/rs/newsvc/db2)" = second ]; then pass restore-directory
+  else fail restore-directory "$(tail -3 $OUT) $(ls -la /tmp/rs/newsvc)"; fi
+  ER restore "$O1" /var/lib/newsvc --to /tmp/rs/newsvc; rc=$?
+  [ $rc != 0 ] && log_has "force" && pass restore-no-overwrite || fail restore-no-overwrite "rc=$rc $(tail -2 $OUT)"
+  ER restore "$O1" /../../etc --to /tmp/rs/esc; rc=$?
+  [ $rc != 0 ] && ! [ -e /tmp/rs/esc ] && pass restore-refuses-escape || fail restore-refuses-escape "rc=$rc $(tail -2 $OUT)"
+  if ER restore "$O1" /etc/hosts --to /tmp/rs/hosts && [ "$(readlink /tmp/rs/hosts)" = /etc/static/hosts ]; then pass restore-symlink
+  else fail restore-symlink "$(tail -2 $OUT)"; fi
+  cleanup
+fi
+
 umount $B
 # The 6.12 ENOTEMPTY window, as our retry loop logged it.
 grep "ENOTEMPTY for" /tmp/all.log | sed 's/.*ENOTEMPTY for \([0-9]*\) ms (\([0-9]*\) attempts.*/\1 \2/' > /tmp/enotempty

@@ -314,6 +314,66 @@ if want guards; then
   T=rpool
 fi
 
+# --- diff / baseline / restore (issue 6) on ZFS -----------------------------------------------
+if want diff; then
+  layout diffz
+  w local/root etc/machine-id 0123; w local/root var/lib/oldsvc/state.db before
+  ER baseline
+  [ $rc -eq 0 ] && grep -q "baseline taken" $OUT && zfs list -H -t snapshot "$T/local/root@ephemeral-root-baseline" >/dev/null 2>&1 \
+    && pass "baseline: snapshot of the root" || fail "baseline" "rc $rc $(last)"
+  w local/root var/lib/newsvc/db after; w local/root root/.bash_history "ls -l"
+  ER diff --json
+  [ $rc -eq 0 ] && grep -q '"method":"walk, compared with the baseline"' $OUT && pass "diff uses the baseline" || fail "diff baseline" "rc $rc $(last)"
+  grep -q '"path":"/var/lib/newsvc"' $OUT && grep -q '"path":"/root/.bash_history"' $OUT && ! grep -q '"path":"/var/lib/oldsvc"' $OUT \
+    && grep -q '"rule":"unchanged-since-baseline","description":"[^"]*","entries":2' $OUT \
+    && pass "diff: new state shown, state unchanged since the baseline hidden and counted" || fail "diff content" "$(head -c 700 $OUT)"
+  ER diff --nix
+  [ $rc -eq 0 ] && grep -q 'environment.persistence."/persist"' $OUT && grep -q '"/var/lib/newsvc"' $OUT && pass "diff --nix" || fail "diff --nix" "$(last)"
+  ER baseline; ER diff --json
+  [ $rc -eq 0 ] && ! grep -q '"path":"/var/lib/newsvc"' $OUT && [ "$(zfs list -H -t snapshot -o name -r "$T/local/root" | grep -c baseline)" = 1 ] \
+    && pass "baseline replaced" || fail "baseline replaced" "$(zfs list -H -t snapshot -o name -r "$T/local/root" | tr '\n' ' ') $(last)"
+  w local/root var/lib/newsvc/db2 second
+  ER rollback --keep all; O1=$(newest)
+  [ $rc -eq 0 ] && ! zfs list -H -t snapshot -o name "$T/local/root@ephemeral-root-baseline" >/dev/null 2>&1 \
+    && zfs list -H -t snapshot "$(S)/$O1@ephemeral-root-baseline" >/dev/null 2>&1 \
+    && pass "the baseline travels with the kept root" || fail "baseline after rollback" "rc $rc $(zfs list -H -t snapshot -o name -r $T | tr '\n' ' ')"
+  inv "diff: invariants after rollback" 1 var/lib/newsvc/db2
+  ER diff "$O1" --json
+  [ $rc -eq 0 ] && grep -q '"path":"/var/lib/oldsvc"' $OUT && grep -q '"path":"/var/lib/newsvc"' $OUT && pass "diff OLD_ROOT" || fail "diff OLD_ROOT" "rc $rc $(last)"
+  ER diff 1999-01-01T00-00-00Z; [ $rc -ne 0 ] && grep -q "does not exist" $OUT && [ "$(grep -c . $OUT)" -le 2 ] && pass "diff of a missing old root: one line" || fail "diff missing" "rc $rc $(last)"
+  rm -rf /tmp/rs; mkdir -p /tmp/rs
+  ER restore "$O1" /var/lib/newsvc --to /tmp/rs/newsvc
+  [ $rc -eq 0 ] && [ "$(cat /tmp/rs/newsvc/db)" = after ] && [ "$(cat /tmp/rs/newsvc/db2)" = second ] && pass "restore a directory" || fail "restore dir" "rc $rc $(last)"
+  ER restore "$O1" /var/lib/newsvc --to /tmp/rs/newsvc; [ $rc -ne 0 ] && grep -q force $OUT && pass "restore does not overwrite" || fail "restore overwrite" "rc $rc $(last)"
+  w local/root etc/b x; ER rollback --keep all; w local/root etc/c x; ER rollback --keep all
+  ER gc --keep 1
+  [ $rc -eq 0 ] && [ "$(nolds)" = 1 ] && [ -z "$(zfs list -H -t snapshot -o name -r "$T" | grep baseline)" ] \
+    && pass "gc destroys an old root with its baseline" || fail "gc baseline" "rc $rc $(zfs list -H -t snapshot -o name -r $T | tr '\n' ' ') $(last)"
+  zfs destroy -R "$T" >/dev/null 2>&1; T=rpool
+fi
+
+# --- --blank with a permanent template (what the refusal message tells people to make) -----------
+if want blank; then
+  layout blankz
+  w local/root etc/from-template yes; zfs snapshot "$T/local/root@blank"
+  w local/root etc/junk x
+  ER rollback --keep all --blank "$T/local/root@blank"
+  [ $rc -ne 0 ] && grep -q "zfs clone" $OUT && pass "blank = root@blank: refused with the fix" || fail "blank refusal" "rc $rc $(last)"
+  zfs create -o canmount=off -o mountpoint=none "$(S)" && zfs clone "$T/local/root@blank" "$(S)/.template" && zfs promote "$(S)/.template" \
+    || fail "template setup" "zfs clone/promote failed"
+  ER rollback --keep all --blank "$(S)/.template@blank"
+  [ $rc -eq 0 ] && [ "$(r local/root etc/from-template)" = yes ] && ! ex local/root etc/junk && [ "$(nolds)" = 1 ] \
+    && [ "$(holding etc/junk | wc -l)" = 1 ] && pass "--blank: new root is a clone of the template, old root kept" || fail "blank rollback" "rc $rc $(last)"
+  [ "$(gp origin "$T/local/root")" = "$(S)/.template@blank" ] && [ "$(gp mountpoint "$T/local/root")" = legacy ] \
+    && pass "--blank: origin is the template, properties kept" || fail "blank origin" "$(gp origin "$T/local/root") $(gp mountpoint "$T/local/root")"
+  ER rollback --keep all --blank "$(S)/.template@blank"
+  [ $rc -eq 0 ] && [ "$(nolds)" = 1 ] && pass "--blank: an unchanged clone of the template is not kept again" || fail "blank fresh" "rc $rc $(nolds) $(last)"
+  w local/root etc/junk2 x; ER rollback --keep all --blank "$(S)/.template@blank"; ER gc --keep 1
+  [ $rc -eq 0 ] && [ "$(nolds)" = 1 ] && zfs list "$(S)/.template@blank" >/dev/null 2>&1 && [ "$(r local/root etc/from-template)" = yes ] \
+    && pass "--blank: gc never touches the template" || fail "blank gc" "rc $rc $(zfs list -H -o name -t all -r $T | tr '\n' ' ') $(last)"
+  zfs destroy -R "$T" >/dev/null 2>&1; T=rpool
+fi
+
 # --- crash safety at every fault point --------------------------------------------------------
 RECOVERY="step:discard discard:child-deleted delete:writable delete:child-deleted new-root:child"
 if want crash; then
