@@ -69,6 +69,14 @@ fn uuid_zero(u: &[u8; 16]) -> bool {
     u.iter().all(|&b| b == 0)
 }
 
+/// Is any of `nested` (paths relative to the victim) strictly below `rel` ("" = the victim)?
+fn has_nested_below(rel: &str, nested: &[(String, u64)]) -> bool {
+    nested.iter().any(|(p, _)| {
+        (rel.is_empty() && !p.is_empty())
+            || (p.len() > rel.len() + 1 && p.starts_with(rel) && p.as_bytes()[rel.len()] == b'/')
+    })
+}
+
 impl Btrfs {
     /// Mount the top level of `device` on a private directory. The caller has entered a private
     /// mount namespace.
@@ -212,11 +220,20 @@ impl Btrfs {
             )));
         }
         let nested = self.nested(info.id)?;
-        // Parents must be writable for their children to be unlinked.
-        let ids: Vec<(String, u64)> = std::iter::once((name.to_string(), info.id))
-            .chain(nested.iter().map(|(p, i)| (format!("{name}/{p}"), *i)))
+        // Parents must be writable for their children to be unlinked; leaves are deleted as they
+        // are (each flag change is a transaction commit, the slowest part of pruning).
+        let parents: Vec<String> = std::iter::once(String::new())
+            .chain(nested.iter().map(|(p, _)| p.clone()))
+            .filter(|r| has_nested_below(r, &nested))
+            .map(|r| {
+                if r.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{name}/{r}")
+                }
+            })
             .collect();
-        for (rel, _) in &ids {
+        for rel in &parents {
             let f =
                 open_dir_beneath(&snaps, rel).ctx(|| format!("open {}/{rel}", self.snapshots))?;
             let flags = io::get_flags(f.as_fd())
@@ -832,5 +849,30 @@ impl Btrfs {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nested_below;
+
+    #[test]
+    fn only_parents_of_nested_subvolumes_are_made_writable() {
+        let nested: Vec<(String, u64)> = ["var/lib/machines", "var/lib/machines/inner", "srv"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.to_string(), 300 + i as u64))
+            .collect();
+        for (rel, want) in [
+            ("", true),
+            ("var/lib/machines", true),
+            ("var/lib/machines/inner", false),
+            ("srv", false),
+            ("var/lib/mach", false),
+            ("var", true),
+        ] {
+            assert_eq!(has_nested_below(rel, &nested), want, "{rel}");
+        }
+        assert!(!has_nested_below("", &[]));
     }
 }
