@@ -46,27 +46,28 @@ let
 
   isInside = parent: name: name != null && (name == parent || hasPrefix "${parent}/" name);
 
-  # First member of a multi-device bcachefs "a:b", and UUID=/LABEL= as /dev/disk paths, for the unit name.
-  devicePath = d:
-    let first = head (splitString ":" d);
-    in if hasPrefix "UUID=" first then "/dev/disk/by-uuid/${removePrefix "UUID=" first}"
-    else if hasPrefix "LABEL=" first then "/dev/disk/by-label/${removePrefix "LABEL=" first}"
-    else if hasPrefix "PARTUUID=" first then "/dev/disk/by-partuuid/${removePrefix "PARTUUID=" first}"
-    else first;
-  deviceUnit =
-    if cfg.device != null && hasPrefix "/dev/" (devicePath cfg.device)
-    then "${utils.escapeSystemdPath (devicePath cfg.device)}.device" else null;
+  # One member of the device (a multi-device bcachefs is "a:b"), UUID=/LABEL= as /dev/disk paths.
+  memberPath = m:
+    if hasPrefix "UUID=" m then "/dev/disk/by-uuid/${removePrefix "UUID=" m}"
+    else if hasPrefix "LABEL=" m then "/dev/disk/by-label/${removePrefix "LABEL=" m}"
+    else if hasPrefix "PARTUUID=" m then "/dev/disk/by-partuuid/${removePrefix "PARTUUID=" m}"
+    else m;
+  # The unit waits for every listed member (not only the one initrd-root-device.target waits for).
+  deviceUnits =
+    if cfg.device == null then [ ]
+    else map (p: "${utils.escapeSystemdPath p}.device")
+      (filter (hasPrefix "/dev/") (map memberPath (splitString ":" cfg.device)));
 
   zfsPool = head (splitString "/" cfg.root);
 
   # Units that depend on this configuration, on top of the generic unit's ordering.
   extraAfter =
-    optional (deviceUnit != null) deviceUnit
+    deviceUnits
     ++ optional (cfg.fsType == "zfs") "zfs-import-${zfsPool}.service"
     # bcachefs.nix unlocks an encrypted root in the initrd with this unit (name from its mount point)
     ++ optional (cfg.fsType == "bcachefs") "unlock-bcachefs-${utils.escapeSystemdPath "/"}.service";
   extraRequires =
-    optional (deviceUnit != null) deviceUnit
+    deviceUnits
     ++ optional (cfg.fsType == "zfs") "zfs-import-${zfsPool}.service";
 
   # ---- nix-community/impermanence: environment.persistence ---------------------------------------
@@ -360,6 +361,9 @@ in
         before = unit.before;
         wants = unit.wants;
         requires = unit.requires ++ extraRequires;
+        # Fail closed: sysroot.mount requires this unit, so a failed rollback never mounts the old
+        # root (the link initrd/fail-closed.conf asks for).
+        requiredBy = optionals (cfg.failureAction == "emergency") [ "sysroot.mount" ];
         unitConfig = unit.unitConfig
           // optionalAttrs (cfg.failureAction == "emergency") ({
             OnFailure = concatStringsSep " " unit.failClosedOnFailure;

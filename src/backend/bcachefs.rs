@@ -500,15 +500,6 @@ impl Bcachefs {
         Ok((fd, base.to_string()))
     }
 
-    fn pins_has(&self, snaps: &OwnedFd, name: &str) -> bool {
-        rustix::fs::statat(
-            snaps,
-            format!("{PINS_DIR}/{name}"),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .is_ok()
-    }
-
     fn mount_path(&self) -> PathBuf {
         self.mount
             .as_ref()
@@ -728,26 +719,30 @@ impl Bcachefs {
             .collect();
         let mut stores = Vec::new();
         for n in &names {
-            if n.starts_with(INCOMPLETE_PREFIX) || n == NEW_ROOT {
-                inv.leftovers.push(n.clone());
-                continue;
-            }
-            if n.starts_with(RETIRED_ROOT_PREFIX) || n.starts_with(DELETING_PREFIX) {
-                inv.retired.push(n.clone());
-                continue;
-            }
-            if n == BASELINE {
-                inv.baseline = true;
-                continue;
-            }
-            if let Some(base) = n.strip_suffix(NESTED_SUFFIX) {
-                if crate::timefmt::parse_old_root_name(base).is_some() {
-                    stores.push((n.clone(), base.to_string()));
+            let (time, seq) = match classify_entry(n) {
+                Entry::Leftover => {
+                    inv.leftovers.push(n.clone());
+                    continue;
                 }
-                continue;
-            }
-            let Some((time, seq)) = crate::timefmt::parse_old_root_name(n) else {
-                continue;
+                Entry::Retired => {
+                    inv.retired.push(n.clone());
+                    continue;
+                }
+                Entry::Baseline => {
+                    inv.baseline = true;
+                    continue;
+                }
+                Entry::OldRoot(time, seq) => (time, seq),
+                // bcachefs never moves roots, so `.kept.*` is not ours.
+                Entry::Unsealed(_) | Entry::BadKept => continue,
+                Entry::Other => {
+                    if let Some(base) = n.strip_suffix(NESTED_SUFFIX) {
+                        if crate::timefmt::parse_old_root_name(base).is_some() {
+                            stores.push((n.clone(), base.to_string()));
+                        }
+                    }
+                    continue;
+                }
             };
             let Ok(st) = io::statx(&snaps, n) else {
                 continue;
@@ -764,7 +759,7 @@ impl Bcachefs {
                 .map(|(p, _)| p)
                 .collect();
             inv.old_roots.push(OldRoot {
-                pinned: self.pins_has(&snaps, n),
+                pinned: pins::has(&snaps, n),
                 name: n.clone(),
                 time,
                 seq,
@@ -1063,7 +1058,9 @@ impl Backend for Bcachefs {
         rustix::fs::renameat_with(&snaps, name, &snaps, &to, RenameFlags::NOREPLACE)
             .ctx(|| format!("rename old root {}/{name} for deletion", self.snapshots))?;
         fault::point("delete-old:renamed");
-        let _ = rustix::fs::unlinkat(&snaps, format!("{PINS_DIR}/{name}"), AtFlags::empty());
+        if let Err(e) = pins::forget(&snaps, &self.snapshots, name) {
+            log::warn!("{e}");
+        }
         let store = store_name(name);
         let store_to = store_name(&to);
         match rustix::fs::renameat_with(&snaps, &store, &snaps, &store_to, RenameFlags::NOREPLACE) {
@@ -1081,30 +1078,7 @@ impl Backend for Bcachefs {
 
     fn set_pinned(&mut self, name: &str, pinned: bool) -> Result<()> {
         let snaps = self.snaps_fd()?;
-        match rustix::fs::mkdirat(&snaps, PINS_DIR, Mode::from_raw_mode(0o755)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => {
-                return Err(Error::sys(
-                    format!("create {}/{PINS_DIR}", self.snapshots),
-                    e,
-                ))
-            }
-        }
-        let p = format!("{PINS_DIR}/{name}");
-        if pinned {
-            rustix::fs::openat(
-                &snaps,
-                &p,
-                OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o644),
-            )
-            .ctx(|| format!("create pin {}/{p}", self.snapshots))?;
-        } else {
-            match rustix::fs::unlinkat(&snaps, &p, AtFlags::empty()) {
-                Ok(()) | Err(Errno::NOENT) => {}
-                Err(e) => return Err(Error::sys(format!("remove pin {}/{p}", self.snapshots), e)),
-            }
-        }
+        pins::set(&snaps, &self.snapshots, name, pinned)?;
         self.sync()
     }
 

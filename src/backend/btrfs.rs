@@ -378,15 +378,6 @@ impl Btrfs {
         rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::NOREPLACE)
             .ctx(|| what.to_string())
     }
-
-    fn pins_has(&self, snaps: &OwnedFd, name: &str) -> bool {
-        rustix::fs::statat(
-            snaps,
-            format!("{PINS_DIR}/{name}"),
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .is_ok()
-    }
 }
 
 fn libc_einval() -> i32 {
@@ -660,40 +651,15 @@ impl Backend for Btrfs {
             &format!("rename old root {}/{name} for deletion", self.snapshots),
         )?;
         fault::point("delete-old:renamed");
-        let _ = rustix::fs::unlinkat(
-            &snaps,
-            format!("{PINS_DIR}/{name}"),
-            rustix::fs::AtFlags::empty(),
-        );
+        if let Err(e) = pins::forget(&snaps, &self.snapshots, name) {
+            log::warn!("{e}");
+        }
         self.destroy_in_snapshots(&to)
     }
 
     fn set_pinned(&mut self, name: &str, pinned: bool) -> Result<()> {
         let snaps = self.snaps_fd()?;
-        match rustix::fs::mkdirat(&snaps, PINS_DIR, Mode::from_raw_mode(0o755)) {
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => {
-                return Err(Error::sys(
-                    format!("create {}/{PINS_DIR}", self.snapshots),
-                    e,
-                ))
-            }
-        }
-        let p = format!("{PINS_DIR}/{name}");
-        if pinned {
-            rustix::fs::openat(
-                &snaps,
-                &p,
-                OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o644),
-            )
-            .ctx(|| format!("create pin {}/{p}", self.snapshots))?;
-        } else {
-            match rustix::fs::unlinkat(&snaps, &p, rustix::fs::AtFlags::empty()) {
-                Ok(()) | Err(Errno::NOENT) => {}
-                Err(e) => return Err(Error::sys(format!("remove pin {}/{p}", self.snapshots), e)),
-            }
-        }
+        pins::set(&snaps, &self.snapshots, name, pinned)?;
         self.sync()
     }
 
@@ -797,30 +763,31 @@ impl Btrfs {
         }
         names.sort();
         for n in names {
-            if n.starts_with(INCOMPLETE_PREFIX) || n == NEW_ROOT {
-                inv.leftovers.push(n);
-                continue;
-            }
-            if n.starts_with(RETIRED_ROOT_PREFIX) || n.starts_with(DELETING_PREFIX) {
-                inv.retired.push(n);
-                continue;
-            }
-            if let Some(name) = n.strip_prefix(KEPT_PREFIX) {
-                if crate::timefmt::parse_old_root_name(name).is_none() {
+            let (time, seq) = match classify_entry(&n) {
+                Entry::Leftover => {
+                    inv.leftovers.push(n);
+                    continue;
+                }
+                Entry::Retired => {
+                    inv.retired.push(n);
+                    continue;
+                }
+                Entry::Unsealed(name) => {
+                    inv.unsealed.push(name.to_string());
+                    continue;
+                }
+                Entry::BadKept => {
                     return Err(Error::Refused(format!(
                         "{}/{n} is not a name this program makes; move it away by hand",
                         self.snapshots
                     )));
                 }
-                inv.unsealed.push(name.to_string());
-                continue;
-            }
-            if n == BASELINE {
-                inv.baseline = true;
-                continue;
-            }
-            let Some((time, seq)) = crate::timefmt::parse_old_root_name(&n) else {
-                continue;
+                Entry::Baseline => {
+                    inv.baseline = true;
+                    continue;
+                }
+                Entry::OldRoot(time, seq) => (time, seq),
+                Entry::Other => continue,
             };
             let Ok(fd) = open_dir_beneath(&snaps, &n) else {
                 continue;
@@ -839,7 +806,7 @@ impl Btrfs {
             }
             let nested = self.nested(info.id)?.into_iter().map(|(p, _)| p).collect();
             inv.old_roots.push(OldRoot {
-                pinned: self.pins_has(&snaps, &n),
+                pinned: pins::has(&snaps, &n),
                 name: n,
                 time,
                 seq,

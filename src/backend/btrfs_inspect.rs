@@ -28,7 +28,8 @@
 use super::*;
 use crate::diff::walk;
 
-const BASELINE_NEW: &str = ".baseline.new";
+/// Where a new baseline is staged (a leftover `rollback` discards, like any `.incomplete.*`).
+const BASELINE_NEW: &str = ".incomplete.baseline";
 
 /// Fields of a `btrfs_inode_item` (packed, 160 bytes) that matter here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,6 +30,96 @@ pub const PINS_DIR: &str = ".pins";
 /// A read-only snapshot of the root taken right after boot (`ephemeral-root baseline`).
 pub const BASELINE: &str = ".baseline";
 
+/// What a direct entry of the snapshots location is, by its name alone (the backend then checks
+/// that it really is a subvolume/dataset before counting it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry<'a> {
+    /// `.incomplete.*`, `.new-root`: left by an interrupted run; discarded.
+    Leftover,
+    /// `.retired-root.*`, `.deleting.*`: deleted.
+    Retired,
+    /// `.kept.<name>` with a valid old-root name: to be sealed as `<name>`.
+    Unsealed(&'a str),
+    /// `.kept.<something else>`: not a name this program makes.
+    BadKept,
+    /// `.baseline`.
+    Baseline,
+    /// An old-root name: (time, sequence number).
+    OldRoot(i64, u32),
+    /// Anything else (`.pins`, a user's own entries, a backend's side stores): not ours to count.
+    Other,
+}
+
+pub fn classify_entry(n: &str) -> Entry<'_> {
+    if n.starts_with(INCOMPLETE_PREFIX) || n == NEW_ROOT {
+        return Entry::Leftover;
+    }
+    if n.starts_with(RETIRED_ROOT_PREFIX) || n.starts_with(DELETING_PREFIX) {
+        return Entry::Retired;
+    }
+    if let Some(name) = n.strip_prefix(KEPT_PREFIX) {
+        return match crate::timefmt::parse_old_root_name(name) {
+            Some(_) => Entry::Unsealed(name),
+            None => Entry::BadKept,
+        };
+    }
+    if n == BASELINE {
+        return Entry::Baseline;
+    }
+    match crate::timefmt::parse_old_root_name(n) {
+        Some((time, seq)) => Entry::OldRoot(time, seq),
+        None => Entry::Other,
+    }
+}
+
+/// Pins of backends that keep them as empty files `<snapshots>/.pins/<name>` (btrfs, bcachefs).
+pub mod pins {
+    use super::PINS_DIR;
+    use crate::error::{Context, Error, Result};
+    use rustix::fd::OwnedFd;
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    use rustix::io::Errno;
+
+    pub fn has(snaps: &OwnedFd, name: &str) -> bool {
+        rustix::fs::statat(
+            snaps,
+            format!("{PINS_DIR}/{name}"),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .is_ok()
+    }
+
+    /// Pin or unpin `name`; `label` names the snapshots location in errors. The caller syncs.
+    pub fn set(snaps: &OwnedFd, label: &str, name: &str, pinned: bool) -> Result<()> {
+        match rustix::fs::mkdirat(snaps, PINS_DIR, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(Error::sys(format!("create {label}/{PINS_DIR}"), e)),
+        }
+        let p = format!("{PINS_DIR}/{name}");
+        if pinned {
+            rustix::fs::openat(
+                snaps,
+                &p,
+                OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )
+            .ctx(|| format!("create pin {label}/{p}"))?;
+        } else {
+            forget(snaps, label, name)?;
+        }
+        Ok(())
+    }
+
+    /// Remove the pin of `name`, if any.
+    pub fn forget(snaps: &OwnedFd, label: &str, name: &str) -> Result<()> {
+        let p = format!("{PINS_DIR}/{name}");
+        match rustix::fs::unlinkat(snaps, &p, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(Error::sys(format!("remove pin {label}/{p}"), e)),
+        }
+    }
+}
+
 /// Where a new root comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootSource {
@@ -165,5 +255,39 @@ pub trait Backend {
     /// without walking every file (btrfs generation numbers). `None`: walk and compare.
     fn changed_since_baseline(&mut self) -> Result<Option<Vec<String>>> {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_location_names() {
+        let t = crate::timefmt::parse_old_root_name("2026-11-22T00-48-03Z")
+            .unwrap()
+            .0;
+        for (name, want) in [
+            ("2026-11-22T00-48-03Z", Entry::OldRoot(t, 1)),
+            ("2026-11-22T00-48-03Z-2", Entry::OldRoot(t, 2)),
+            (".incomplete.2026-11-22T00-48-03Z", Entry::Leftover),
+            (".incomplete.baseline", Entry::Leftover),
+            (".new-root", Entry::Leftover),
+            (".retired-root.257", Entry::Retired),
+            (".deleting.2026-11-22T00-48-03Z", Entry::Retired),
+            (
+                ".kept.2026-11-22T00-48-03Z",
+                Entry::Unsealed("2026-11-22T00-48-03Z"),
+            ),
+            (".kept.my-stuff", Entry::BadKept),
+            (".baseline", Entry::Baseline),
+            (".pins", Entry::Other),
+            ("2026-11-22T00-48-03Z.nested", Entry::Other),
+            (".template", Entry::Other),
+            ("2026-13-22T00-48-03Z", Entry::Other),
+            ("notes.txt", Entry::Other),
+        ] {
+            assert_eq!(classify_entry(name), want, "{name}");
+        }
     }
 }

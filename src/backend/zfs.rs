@@ -623,26 +623,28 @@ impl Backend for Zfs {
             let latest_root_snap = root_snaps.last().map(|s| s.name.clone());
             for k in kids {
                 let n = self.rel(&self.snaps, &k.name).to_string();
-                if n.starts_with(INCOMPLETE_PREFIX) || n == NEW_ROOT {
-                    inv.leftovers.push(n);
-                    continue;
-                }
-                if n.starts_with(RETIRED_ROOT_PREFIX) || n.starts_with(DELETING_PREFIX) {
-                    inv.retired.push(n);
-                    continue;
-                }
-                if let Some(name) = n.strip_prefix(KEPT_PREFIX) {
-                    if crate::timefmt::parse_old_root_name(name).is_none() {
+                let (time, seq) = match classify_entry(&n) {
+                    Entry::Leftover => {
+                        inv.leftovers.push(n);
+                        continue;
+                    }
+                    Entry::Retired => {
+                        inv.retired.push(n);
+                        continue;
+                    }
+                    Entry::Unsealed(name) => {
+                        inv.unsealed.push(name.to_string());
+                        continue;
+                    }
+                    Entry::BadKept => {
                         return Err(Error::Refused(format!(
                             "{} is not a name this program makes; rename it by hand",
                             k.name
                         )));
                     }
-                    inv.unsealed.push(name.to_string());
-                    continue;
-                }
-                let Some((time, seq)) = crate::timefmt::parse_old_root_name(&n) else {
-                    continue;
+                    Entry::OldRoot(time, seq) => (time, seq),
+                    // The baseline is a snapshot of the root here, never an entry of S.
+                    Entry::Baseline | Entry::Other => continue,
                 };
                 let Some(st) = self.stats(&k.name)? else {
                     continue;

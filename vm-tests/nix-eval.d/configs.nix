@@ -59,6 +59,12 @@ in
   good = {
     btrfs = { imports = [ base (btrfsLayout "/dev/disk/by-label/nixos") seedPersistence ]; };
     bcachefs = { imports = [ base bcachefsLayout ]; boot.ephemeralRoot.keep = "3 2w"; };
+    # Two members named explicitly: the unit waits for both devices.
+    bcachefs-two-devices = {
+      imports = [ base ];
+      fileSystems."/" = { device = "/dev/vda:/dev/vdb"; fsType = "bcachefs"; options = [ "X-mount.subdir=@root" ]; };
+      fileSystems."/nix" = { device = "/dev/vda:/dev/vdb"; fsType = "bcachefs"; options = [ "X-mount.subdir=@nix" ]; };
+    };
     zfs = { imports = [ base zfsLayout ]; boot.ephemeralRoot.mode = "audit"; boot.ephemeralRoot.blank = "rpool/local/blank"; };
     luks-btrfs-emergency = {
       imports = [ base (btrfsLayout "/dev/mapper/cryptroot") ];

@@ -24,6 +24,7 @@ let
       warnings = c.warnings;
       unitText = initrd.units.${unitName}.text;
       unitWantedBy = initrd.units.${unitName}.wantedBy;
+      unitRequiredBy = initrd.units.${unitName}.requiredBy;
       initrdConf = initrd.contents."/etc/ephemeral-root.conf".text;
       etcConf = c.environment.etc."ephemeral-root.conf".text;
       configText = c.boot.ephemeralRoot.configText;
