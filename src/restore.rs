@@ -41,6 +41,17 @@ pub struct Summary {
     pub skipped: Vec<String>,
 }
 
+impl Summary {
+    fn add(&mut self, o: Summary) {
+        self.files += o.files;
+        self.dirs += o.dirs;
+        self.links += o.links;
+        self.bytes += o.bytes;
+        self.xattr_failures.extend(o.xattr_failures);
+        self.skipped.extend(o.skipped);
+    }
+}
+
 /// PATH as a relative path inside the old root: no `..`, no empty result.
 pub fn safe_rel(path: &str) -> Result<String> {
     let mut parts = Vec::new();
@@ -64,6 +75,29 @@ pub fn safe_rel(path: &str) -> Result<String> {
         return Err(Error::Usage("PATH contains a NUL byte".into()));
     }
     Ok(parts.join("/"))
+}
+
+/// Where `rel` (relative to the root) lives when it is in, or is, one of `nested` (path relative
+/// to the root, directory holding that subvolume's tree): (base directory, path below it). The
+/// deepest match wins; `None` when `rel` is not inside any of them.
+pub fn source_in_nested(rel: &str, nested: &[(String, PathBuf)]) -> Option<(PathBuf, String)> {
+    let (p, dir) = nested
+        .iter()
+        .filter(|(p, _)| {
+            rel == p
+                || rel.len() > p.len()
+                    && rel.starts_with(p.as_str())
+                    && rel.as_bytes()[p.len()] == b'/'
+        })
+        .max_by_key(|(p, _)| p.len())?;
+    if rel == p {
+        // The nested subvolume itself: read it as an entry of the directory holding it.
+        let parent = dir.parent()?.to_path_buf();
+        let name = dir.file_name()?.to_str()?.to_string();
+        Some((parent, name))
+    } else {
+        Some((dir.clone(), rel[p.len() + 1..].to_string()))
+    }
 }
 
 fn resolve_beneath(base: &OwnedFd, rel: &str, flags: OFlags) -> rustix::io::Result<OwnedFd> {
@@ -483,8 +517,36 @@ pub fn run(cli: &Cli, s: &Settings, old: &str, path: &str) -> Result<()> {
             )));
         }
         let base_path = b.old_root_path(old)?;
+        let nested = b.old_root_nested(old)?;
+        // A path inside a nested subvolume kept beside the old root is read from there.
+        let (base_path, src_rel) = match source_in_nested(&rel, &nested) {
+            Some((p, r)) => (p, r),
+            None => (base_path, rel.clone()),
+        };
         let base = open_dir_path(&base_path).ctx(|| format!("open old root {old}"))?;
-        restore_from(&base, old, &rel, &dest, cli.force, cli.to.is_none())
+        let mut sum = restore_from(&base, old, &src_rel, &dest, cli.force, cli.to.is_none())?;
+        // Nested subvolumes below PATH are not in the copy just made (they are kept beside the
+        // old root): put each in its place, parents first.
+        for (q, _) in nested.iter().filter(|(q, _)| {
+            q.len() > rel.len() + 1
+                && q.starts_with(rel.as_str())
+                && q.as_bytes()[rel.len()] == b'/'
+        }) {
+            let Some((qbase, qname)) = source_in_nested(q, &nested) else {
+                continue;
+            };
+            let qdir = open_dir_path(&qbase).ctx(|| format!("open {}", qbase.display()))?;
+            let part = restore_from(
+                &qdir,
+                old,
+                &qname,
+                &dest.join(&q[rel.len() + 1..]),
+                false,
+                false,
+            )?;
+            sum.add(part);
+        }
+        Ok(sum)
     })();
     b.close()?;
     let sum = result?;
@@ -508,6 +570,47 @@ pub fn run(cli: &Cli, s: &Settings, old: &str, path: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_inside_nested_subvolumes_kept_beside_the_old_root() {
+        let store = PathBuf::from("/run/er/top/@snapshots/N.nested");
+        let nested = vec![
+            (
+                "var/lib/machines".to_string(),
+                store.join("var%2Flib%2Fmachines"),
+            ),
+            (
+                "var/lib/machines/inner".to_string(),
+                store.join("var%2Flib%2Fmachines%2Finner"),
+            ),
+        ];
+        let m = |p: &str, s: &str| Some((PathBuf::from(p), s.to_string()));
+        for (rel, want) in [
+            ("etc/hosts", None),
+            ("var/lib/machinesX/f", None),
+            (
+                "var/lib/machines/vm/disk",
+                m(
+                    "/run/er/top/@snapshots/N.nested/var%2Flib%2Fmachines",
+                    "vm/disk",
+                ),
+            ),
+            (
+                "var/lib/machines/inner/data",
+                m(
+                    "/run/er/top/@snapshots/N.nested/var%2Flib%2Fmachines%2Finner",
+                    "data",
+                ),
+            ),
+            (
+                "var/lib/machines",
+                m("/run/er/top/@snapshots/N.nested", "var%2Flib%2Fmachines"),
+            ),
+        ] {
+            assert_eq!(source_in_nested(rel, &nested), want, "{rel}");
+        }
+        assert_eq!(source_in_nested("var/lib/machines/x", &[]), None);
+    }
 
     #[test]
     fn relative_paths() {

@@ -1092,6 +1092,19 @@ impl Backend for Bcachefs {
         Ok(self.mount_path().join(&self.snapshots).join(name))
     }
 
+    fn old_root_nested(&mut self, name: &str) -> Result<Vec<(String, PathBuf)>> {
+        let snaps = self.snaps_fd()?;
+        let store = self
+            .mount_path()
+            .join(&self.snapshots)
+            .join(store_name(name));
+        Ok(self
+            .store_entries(&snaps, name)?
+            .into_iter()
+            .map(|(p, n)| (p, store.join(n)))
+            .collect())
+    }
+
     fn root_path(&mut self) -> Result<PathBuf> {
         Ok(self.mount_path().join(&self.root))
     }

@@ -236,6 +236,12 @@ pub trait Backend {
     fn sync(&mut self) -> Result<()>;
     /// A directory where old root `name` can be read.
     fn old_root_path(&mut self, name: &str) -> Result<PathBuf>;
+    /// Nested subvolumes of old root `name` that are kept *beside* it rather than inside it
+    /// (bcachefs: `<name>.nested/`): (path relative to the root, directory to read it from),
+    /// parents before children. Empty where nested subvolumes sit inside the old root.
+    fn old_root_nested(&mut self, _name: &str) -> Result<Vec<(String, PathBuf)>> {
+        Ok(Vec::new())
+    }
     /// A directory where the current root can be read (through our private mount).
     fn root_path(&mut self) -> Result<PathBuf>;
     /// Unmount and release.

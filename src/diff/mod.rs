@@ -226,6 +226,14 @@ fn collect_old(b: &mut dyn Backend, s: &Settings, name: &str) -> Result<Report> 
     let dir = open_root_dir(&path)?;
     let mut t = Tally::new(context_for(s, &dir));
     walk_into(&mut t, &dir, false, "scanning the old root")?;
+    // Nested subvolumes kept beside the old root (bcachefs), at their places in the tree.
+    for (rel, p) in b.old_root_nested(name)? {
+        let nd = open_root_dir(&p)?;
+        let mut pr = Progress::new("scanning a nested subvolume");
+        let r = walk::walk(&nd, &format!("/{rel}"), false, &mut pr, &mut |e| t.add(e));
+        pr.done();
+        r?;
+    }
     Ok(t.finish(format!("old root {name}"), "walk".into()))
 }
 

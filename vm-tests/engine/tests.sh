@@ -346,10 +346,23 @@ if want diff; then
   ER baseline && ER diff --json && ! grep -q '"path":"/var/lib/newsvc"' $OUT && ! ex @snapshots/.incomplete.baseline \
     && pass diff-baseline-replaced || fail diff-baseline-replaced "$(ls -a $B/$T/@snapshots) $(head -c 300 $OUT)"
   w @root/var/lib/newsvc/db2 "second"
+  sv @root/var/lib/machines; w @root/var/lib/machines/vm/disk "machine disk"
+  sv @root/var/lib/machines/inner; w @root/var/lib/machines/inner/data "inner data"
   if ER rollback && ! ex @snapshots/.baseline; then pass diff-baseline-goes-with-root; else fail diff-baseline-goes-with-root "$(ls -a $B/$T/@snapshots) $(tail -3 $OUT)"; fi
   O1=$(olds)
   if ER diff "$O1" --json && grep -q '"path":"/var/lib/oldsvc"' $OUT && grep -q '"path":"/var/lib/newsvc"' $OUT; then pass diff-old-root
   else fail diff-old-root "$(head -c 400 $OUT)"; fi
+  # Nested subvolumes live beside the old root (<name>.nested/): diff and restore find them there.
+  if grep -q '"path":"/var/lib/machines/vm/disk"' $OUT && grep -q '"path":"/var/lib/machines/inner/data"' $OUT; then pass diff-old-root-nested
+  else fail diff-old-root-nested "$(head -c 600 $OUT)"; fi
+  rm -rf /tmp/rsn; mkdir -p /tmp/rsn
+  if ER restore "$O1" /var/lib/machines/inner/data --to /tmp/rsn/data && [ "$(cat /tmp/rsn/data)" = "inner data" ] \
+      && ER restore "$O1" /var/lib/machines --to /tmp/rsn/machines && [ "$(cat /tmp/rsn/machines/vm/disk)" = "machine disk" ] \
+      && [ "$(cat /tmp/rsn/machines/inner/data)" = "inner data" ]; then pass restore-from-nested
+  else fail restore-from-nested "$(tail -3 $OUT) $(ls -R /tmp/rsn | tr '\n' ' ')"; fi
+  if ER restore "$O1" /var/lib --to /tmp/rsn/lib && [ "$(cat /tmp/rsn/lib/machines/inner/data)" = "inner data" ] \
+      && [ "$(cat /tmp/rsn/lib/newsvc/db2)" = second ]; then pass restore-tree-with-nested-below
+  else fail restore-tree-with-nested-below "$(tail -3 $OUT) $(ls -R /tmp/rsn/lib | tr '\n' ' ')"; fi
   ER diff no-such-root; rc=$?
   [ $rc != 0 ] && log_has "does not exist" && [ "$(wc -l < $OUT)" -le 2 ] && pass diff-missing-old-root-one-line || fail diff-missing-old-root-one-line "rc=$rc $(cat $OUT)"
   rm -rf /tmp/rs; mkdir -p /tmp/rs
