@@ -1033,6 +1033,7 @@ impl Backend for Bcachefs {
 
     fn delete_retired(&mut self, name: &str) -> Result<()> {
         if name == BASELINE {
+            self.destroy_store(&store_name(BASELINE))?;
             return self.destroy_subvol_tree(BASELINE);
         }
         if !(name.starts_with(RETIRED_ROOT_PREFIX) || name.starts_with(DELETING_PREFIX)) {
@@ -1109,46 +1110,67 @@ impl Backend for Bcachefs {
         Ok(self.mount_path().join(&self.root))
     }
 
-    /// A read-only snapshot of the root (its main subvolume: nested subvolumes are not in a
-    /// bcachefs snapshot, so their contents count as changed) staged as
-    /// `.incomplete.baseline`, then swapped with `.baseline`.
+    /// A read-only snapshot of the root as `.baseline`, and of each nested subvolume in
+    /// `.baseline.nested/` (the layout of an old root), staged under `.incomplete.baseline*` and
+    /// renamed into place after the old baseline is deleted (main first, so a crash leaves at worst
+    /// a baseline without its nested part, and `.incomplete.*` leftovers that rollback discards).
     fn take_baseline(&mut self) -> Result<()> {
         self.create_snapshots_location()?;
         let snaps = self.snaps_fd()?;
         let staging = format!("{INCOMPLETE_PREFIX}baseline");
+        let staging_store = store_name(&staging);
+        self.destroy_store(&staging_store)?;
         self.destroy_subvol_tree(&staging)?;
-        let root = open_dir_beneath(&self.top, &self.root)
-            .ctx(|| format!("open root {} on {}", self.root, self.source))?;
-        io::snapshot(snaps.as_fd(), &staging, root.as_fd(), true).ctx(|| {
+        let tree = self.live_tree(&self.top, &self.root, &self.root)?;
+        io::snapshot(snaps.as_fd(), &staging, tree.main.as_fd(), true).ctx(|| {
             format!(
                 "read-only snapshot of root {} as {}/{staging}",
                 self.root, self.snapshots
             )
         })?;
-        match rustix::fs::renameat_with(&snaps, &staging, &snaps, BASELINE, RenameFlags::EXCHANGE) {
-            Ok(()) => self.destroy_subvol_tree(&staging)?,
-            Err(Errno::NOENT) => rustix::fs::renameat_with(
-                &snaps,
-                &staging,
-                &snaps,
-                BASELINE,
-                RenameFlags::NOREPLACE,
-            )
-            .ctx(|| format!("rename {}/{staging} to {BASELINE}", self.snapshots))?,
-            Err(e) => {
-                log::debug!("swapping {staging} with {BASELINE}: {e}; replacing it instead");
-                self.destroy_subvol_tree(BASELINE)?;
-                rustix::fs::renameat_with(
-                    &snaps,
-                    &staging,
-                    &snaps,
-                    BASELINE,
-                    RenameFlags::NOREPLACE,
-                )
-                .ctx(|| format!("rename {}/{staging} to {BASELINE}", self.snapshots))?
+        if !tree.nested.is_empty() {
+            rustix::fs::mkdirat(&snaps, &staging_store, Mode::from_raw_mode(0o755))
+                .ctx(|| format!("create {}/{staging_store}", self.snapshots))?;
+            let store = open_dir_beneath(&snaps, &staging_store)
+                .ctx(|| format!("open {}/{staging_store}", self.snapshots))?;
+            for (p, fd) in &tree.nested {
+                let e = encode_nested(p);
+                io::snapshot(store.as_fd(), &e, fd.as_fd(), true).ctx(|| {
+                    format!(
+                        "read-only snapshot of nested {}/{p} as {}/{staging_store}/{e}",
+                        self.root, self.snapshots
+                    )
+                })?;
             }
         }
+        self.destroy_store(&store_name(BASELINE))?;
+        self.destroy_subvol_tree(BASELINE)?;
+        rustix::fs::renameat_with(&snaps, &staging, &snaps, BASELINE, RenameFlags::NOREPLACE)
+            .ctx(|| format!("rename {}/{staging} to {BASELINE}", self.snapshots))?;
+        if !tree.nested.is_empty() {
+            rustix::fs::renameat_with(
+                &snaps,
+                &staging_store,
+                &snaps,
+                store_name(BASELINE),
+                RenameFlags::NOREPLACE,
+            )
+            .ctx(|| {
+                format!(
+                    "rename {}/{staging_store} to {}",
+                    self.snapshots,
+                    store_name(BASELINE)
+                )
+            })?;
+        }
         self.sync()
+    }
+
+    fn baseline_nested(&mut self) -> Result<Vec<(String, PathBuf)>> {
+        if self.baseline_path()?.is_none() {
+            return Ok(Vec::new());
+        }
+        self.old_root_nested(BASELINE)
     }
 
     fn baseline_path(&mut self) -> Result<Option<PathBuf>> {

@@ -257,6 +257,10 @@ pub trait Backend {
     fn baseline_path(&mut self) -> Result<Option<PathBuf>> {
         Ok(None)
     }
+    /// Nested subvolumes of the baseline kept beside it (bcachefs), like [`Backend::old_root_nested`].
+    fn baseline_nested(&mut self) -> Result<Vec<(String, PathBuf)>> {
+        Ok(Vec::new())
+    }
     /// Paths (relative to the root) changed since the baseline, when the filesystem can tell
     /// without walking every file (btrfs generation numbers). `None`: walk and compare.
     fn changed_since_baseline(&mut self) -> Result<Option<Vec<String>>> {

@@ -192,6 +192,12 @@ pub fn collect_current(b: &mut dyn Backend, s: &Settings) -> Result<Report> {
         walk::walk(&bdir, "", false, &mut p, &mut |e| {
             old.insert(e.path, e.meta);
         })?;
+        for (rel, np) in b.baseline_nested()? {
+            let nd = open_root_dir(&np)?;
+            walk::walk(&nd, &format!("/{rel}"), false, &mut p, &mut |e| {
+                old.insert(e.path, e.meta);
+            })?;
+        }
         p.done();
         let mut p = Progress::new("comparing with the baseline");
         let mut unchanged = Vec::new();

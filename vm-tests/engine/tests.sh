@@ -330,7 +330,10 @@ if want diff; then
   w @root/etc/machine-id "0123"
   w @root/var/lib/oldsvc/state.db "before the baseline"
   w @root/var/cache/oldsvc/blob "cache"
+  sv @root/srv/data; w @root/srv/data/static "s"
   if ER baseline && log_has "baseline taken"; then pass diff-baseline-taken; else fail diff-baseline-taken "$(tail -3 $OUT)"; fi
+  isro "@snapshots/.baseline.nested/$(nest srv/data)" && pass diff-baseline-keeps-nested || fail diff-baseline-keeps-nested "$(ls -a $B/$T/@snapshots $B/$T/@snapshots/.baseline.nested 2>&1 | tr '\n' ' ')"
+  w @root/srv/data/new "n"
   isro @snapshots/.baseline && pass diff-baseline-readonly || fail diff-baseline-readonly "$(ls -a $B/$T/@snapshots)"
   w @root/var/lib/newsvc/db "after the baseline"
   w @root/root/.bash_history "ls -l"
@@ -339,7 +342,8 @@ if want diff; then
     grep -q '"method":"walk, compared with the baseline"' $OUT && pass diff-uses-baseline || fail diff-uses-baseline "$(head -c 300 $OUT)"
     grep -q '"path":"/var/lib/newsvc"' $OUT && grep -q '"path":"/root/.bash_history"' $OUT && pass diff-shows-new-state || fail diff-shows-new-state "$(head -c 600 $OUT)"
     grep -qE '"path":"/(var/lib/oldsvc|etc/hosts)"' $OUT && fail diff-hides-unchanged-and-noise "oldsvc or /etc/hosts listed" || pass diff-hides-unchanged-and-noise
-    grep -q '"rule":"unchanged-since-baseline","description":"[^"]*","entries":3' $OUT && pass diff-counts-unchanged || fail diff-counts-unchanged "$(grep -o '"hidden".*' $OUT | head -c 400)"
+    grep -q '"path":"/srv/data/new"' $OUT && ! grep -q '"path":"/srv/data/static"' $OUT && pass diff-baseline-nested-compared || fail diff-baseline-nested-compared "$(head -c 800 $OUT)"
+    grep -q '"rule":"unchanged-since-baseline","description":"[^"]*","entries":4' $OUT && pass diff-counts-unchanged || fail diff-counts-unchanged "$(grep -o '"hidden".*' $OUT | head -c 400)"
   else fail diff-runs "$(tail -3 $OUT)"; fi
   if ER diff --nix && grep -q 'environment.persistence."/persist"' $OUT && grep -q '"/var/lib/newsvc"' $OUT; then pass diff-nix-block
   else fail diff-nix-block "$(head -c 400 $OUT)"; fi
@@ -348,7 +352,7 @@ if want diff; then
   w @root/var/lib/newsvc/db2 "second"
   sv @root/var/lib/machines; w @root/var/lib/machines/vm/disk "machine disk"
   sv @root/var/lib/machines/inner; w @root/var/lib/machines/inner/data "inner data"
-  if ER rollback && ! ex @snapshots/.baseline; then pass diff-baseline-goes-with-root; else fail diff-baseline-goes-with-root "$(ls -a $B/$T/@snapshots) $(tail -3 $OUT)"; fi
+  if ER rollback && ! ex @snapshots/.baseline && ! ex @snapshots/.baseline.nested; then pass diff-baseline-goes-with-root; else fail diff-baseline-goes-with-root "$(ls -a $B/$T/@snapshots) $(tail -3 $OUT)"; fi
   O1=$(olds)
   if ER diff "$O1" --json && grep -q '"path":"/var/lib/oldsvc"' $OUT && grep -q '"path":"/var/lib/newsvc"' $OUT; then pass diff-old-root
   else fail diff-old-root "$(head -c 400 $OUT)"; fi
