@@ -19,6 +19,7 @@
 // `stat` field types differ between architectures: keep the casts.
 #![allow(clippy::unnecessary_cast)]
 
+use crate::backend::is_below;
 use crate::cli::Cli;
 use crate::config::Settings;
 use crate::diff::walk::read_names;
@@ -83,12 +84,7 @@ pub fn safe_rel(path: &str) -> Result<String> {
 pub fn source_in_nested(rel: &str, nested: &[(String, PathBuf)]) -> Option<(PathBuf, String)> {
     let (p, dir) = nested
         .iter()
-        .filter(|(p, _)| {
-            rel == p
-                || rel.len() > p.len()
-                    && rel.starts_with(p.as_str())
-                    && rel.as_bytes()[p.len()] == b'/'
-        })
+        .filter(|(p, _)| rel == p || is_below(rel, p))
         .max_by_key(|(p, _)| p.len())?;
     if rel == p {
         // The nested subvolume itself: read it as an entry of the directory holding it.
@@ -527,11 +523,7 @@ pub fn run(cli: &Cli, s: &Settings, old: &str, path: &str) -> Result<()> {
         let mut sum = restore_from(&base, old, &src_rel, &dest, cli.force, cli.to.is_none())?;
         // Nested subvolumes below PATH are not in the copy just made (they are kept beside the
         // old root): put each in its place, parents first.
-        for (q, _) in nested.iter().filter(|(q, _)| {
-            q.len() > rel.len() + 1
-                && q.starts_with(rel.as_str())
-                && q.as_bytes()[rel.len()] == b'/'
-        }) {
+        for (q, _) in nested.iter().filter(|(q, _)| is_below(q, &rel)) {
             let Some((qbase, qname)) = source_in_nested(q, &nested) else {
                 continue;
             };

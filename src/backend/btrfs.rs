@@ -71,10 +71,7 @@ fn uuid_zero(u: &[u8; 16]) -> bool {
 
 /// Is any of `nested` (paths relative to the victim) strictly below `rel` ("" = the victim)?
 fn has_nested_below(rel: &str, nested: &[(String, u64)]) -> bool {
-    nested.iter().any(|(p, _)| {
-        (rel.is_empty() && !p.is_empty())
-            || (p.len() > rel.len() + 1 && p.starts_with(rel) && p.as_bytes()[rel.len()] == b'/')
-    })
+    nested.iter().any(|(p, _)| is_below(p, rel))
 }
 
 impl Btrfs {

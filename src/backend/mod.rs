@@ -72,6 +72,17 @@ pub fn classify_entry(n: &str) -> Entry<'_> {
     }
 }
 
+/// `child` is strictly below `parent` in a `/`-separated name (a path relative to a root, or a
+/// dataset name); everything non-empty is below the empty `parent`.
+pub fn is_below(child: &str, parent: &str) -> bool {
+    if parent.is_empty() {
+        return !child.is_empty();
+    }
+    child.len() > parent.len() + 1
+        && child.starts_with(parent)
+        && child.as_bytes()[parent.len()] == b'/'
+}
+
 /// Pins of backends that keep them as empty files `<snapshots>/.pins/<name>` (btrfs, bcachefs).
 pub mod pins {
     use super::PINS_DIR;
@@ -271,6 +282,22 @@ pub trait Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn below() {
+        for (child, parent, want) in [
+            ("var/lib/machines", "var/lib", true),
+            ("var/lib", "var/lib", false),
+            ("var/libx", "var/lib", false),
+            ("var/lib/", "var/lib", false),
+            ("var", "", true),
+            ("", "", false),
+            ("rpool/a/b", "rpool/a", true),
+            ("rpool/ab", "rpool/a", false),
+        ] {
+            assert_eq!(is_below(child, parent), want, "{child} below {parent}");
+        }
+    }
 
     #[test]
     fn snapshot_location_names() {

@@ -84,9 +84,7 @@ pub fn check_dataset_name(what: &str, name: &str) -> Result<()> {
 
 /// `name` is `parent/…` (strictly below `parent`).
 fn below(name: &str, parent: &str) -> bool {
-    name.len() > parent.len() + 1
-        && name.starts_with(parent)
-        && name.as_bytes()[parent.len()] == b'/'
+    !parent.is_empty() && is_below(name, parent)
 }
 
 fn fs_of(snap: &str) -> &str {
@@ -477,28 +475,34 @@ impl Zfs {
         p
     }
 
-    fn mount_ro(&mut self, ds: &str, at: PathBuf) -> Result<PathBuf> {
+    /// Mount filesystem `ds` (or its snapshot `ds@snap`) read-only at `at`, then each child
+    /// dataset (or its snapshot of the same name, where it has one) over its directory.
+    fn mount_ro(&mut self, ds: &str, snap: Option<&str>, at: PathBuf) -> Result<PathBuf> {
+        let name = |fs: &str| match snap {
+            Some(s) => format!("{fs}@{s}"),
+            None => fs.to_string(),
+        };
+        let top = name(ds);
         let _ = rustix::mount::unmount(&at, rustix::mount::UnmountFlags::DETACH);
-        let m =
-            Mounted::mount(ds, &at, "zfs", rustix::mount::MountFlags::RDONLY, "").map_err(|e| {
-                match e {
-                    Error::Sys { what, source, .. } => Error::Sys {
-                        what,
-                        source,
-                        hint: Some(format!("mount dataset {ds} read-only")),
-                    },
-                    e => e,
-                }
-            })?;
+        let m = Mounted::mount(&top, &at, "zfs", rustix::mount::MountFlags::RDONLY, "").map_err(
+            |e| match e {
+                Error::Sys { what, source, .. } => Error::Sys {
+                    what,
+                    source,
+                    hint: Some(format!("mount {top} read-only")),
+                },
+                e => e,
+            },
+        )?;
         self.mounts.push(m);
         // Child datasets (nested) over their directories, where those exist.
         for k in self.tree(ds)? {
-            let rel = self.rel(ds, &k.name).to_string();
-            let p = at.join(&rel);
-            if p.is_dir() {
-                match Mounted::mount(&k.name, &p, "zfs", rustix::mount::MountFlags::RDONLY, "") {
+            let kn = name(&k.name);
+            let p = at.join(self.rel(ds, &k.name));
+            if p.is_dir() && (snap.is_none() || self.exists(&kn)?) {
+                match Mounted::mount(&kn, &p, "zfs", rustix::mount::MountFlags::RDONLY, "") {
                     Ok(m) => self.mounts.push(m),
-                    Err(e) => log::warn!("cannot mount child dataset {}: {e}", k.name),
+                    Err(e) => log::warn!("cannot mount child {kn}: {e}"),
                 }
             }
         }
@@ -935,13 +939,13 @@ impl Backend for Zfs {
         }
         let ds = self.s(name);
         let at = PathBuf::from(format!("{}/zfs/{name}", mounts::RUN_DIR));
-        self.mount_ro(&ds, at)
+        self.mount_ro(&ds, None, at)
     }
 
     fn root_path(&mut self) -> Result<PathBuf> {
         let at = PathBuf::from(format!("{}/zfs/root", mounts::RUN_DIR));
         let r = self.root.clone();
-        self.mount_ro(&r, at)
+        self.mount_ro(&r, None, at)
     }
 
     /// `R@ephemeral-root-baseline` and the same snapshot of each child dataset, in one atomic
@@ -977,29 +981,8 @@ impl Backend for Zfs {
             return Ok(None);
         }
         let at = PathBuf::from(format!("{}/zfs/baseline", mounts::RUN_DIR));
-        let _ = rustix::mount::unmount(&at, rustix::mount::UnmountFlags::DETACH);
-        let m = Mounted::mount(&snap, &at, "zfs", rustix::mount::MountFlags::RDONLY, "").map_err(
-            |e| match e {
-                Error::Sys { what, source, .. } => Error::Sys {
-                    what,
-                    source,
-                    hint: Some(format!("mount baseline snapshot {snap} read-only")),
-                },
-                e => e,
-            },
-        )?;
-        self.mounts.push(m);
-        for k in self.tree(&self.root)? {
-            let ksnap = format!("{}@{BASELINE_SNAP}", k.name);
-            let p = at.join(self.rel(&self.root, &k.name));
-            if p.is_dir() && self.exists(&ksnap)? {
-                match Mounted::mount(&ksnap, &p, "zfs", rustix::mount::MountFlags::RDONLY, "") {
-                    Ok(m) => self.mounts.push(m),
-                    Err(e) => log::warn!("cannot mount baseline snapshot {ksnap}: {e}"),
-                }
-            }
-        }
-        Ok(Some(at))
+        let r = self.root.clone();
+        self.mount_ro(&r, Some(BASELINE_SNAP), at).map(Some)
     }
 
     fn close(mut self: Box<Self>) -> Result<()> {
