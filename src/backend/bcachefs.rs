@@ -606,6 +606,38 @@ impl Bcachefs {
         Ok(())
     }
 
+    /// A read-only snapshot of each nested subvolume of the root `tree`, in a new plain directory
+    /// `store` of the snapshots location (named by [`encode_nested`]); nothing when there are none.
+    /// `point`: the fault point after each snapshot.
+    fn snapshot_nested_ro(
+        &self,
+        snaps: &OwnedFd,
+        store: &str,
+        tree: &Tree,
+        point: Option<&'static str>,
+    ) -> Result<()> {
+        if tree.nested.is_empty() {
+            return Ok(());
+        }
+        rustix::fs::mkdirat(snaps, store, Mode::from_raw_mode(0o755))
+            .ctx(|| format!("create {}/{store}", self.snapshots))?;
+        let sfd =
+            open_dir_beneath(snaps, store).ctx(|| format!("open {}/{store}", self.snapshots))?;
+        for (p, fd) in &tree.nested {
+            let e = encode_nested(p);
+            io::snapshot(sfd.as_fd(), &e, fd.as_fd(), true).ctx(|| {
+                format!(
+                    "read-only snapshot of nested {}/{p} as {}/{store}/{e}",
+                    self.root, self.snapshots
+                )
+            })?;
+            if let Some(pt) = point {
+                fault::point(pt);
+            }
+        }
+        Ok(())
+    }
+
     /// Delete subvolume `name`, a direct entry of the snapshots location, with everything nested
     /// in it (deepest first).
     fn destroy_subvol_tree(&self, name: &str) -> Result<()> {
@@ -963,22 +995,7 @@ impl Backend for Bcachefs {
         })?;
         fault::point("keep:staged");
         let store_staging = store_name(&staging);
-        if !tree.nested.is_empty() {
-            rustix::fs::mkdirat(&snaps, &store_staging, Mode::from_raw_mode(0o755))
-                .ctx(|| format!("create {}/{store_staging}", self.snapshots))?;
-            let store = open_dir_beneath(&snaps, &store_staging)
-                .ctx(|| format!("open {}/{store_staging}", self.snapshots))?;
-            for (p, fd) in &tree.nested {
-                let e = encode_nested(p);
-                io::snapshot(store.as_fd(), &e, fd.as_fd(), true).ctx(|| {
-                    format!(
-                        "read-only snapshot of nested {}/{p} as {}/{store_staging}/{e}",
-                        self.root, self.snapshots
-                    )
-                })?;
-                fault::point("keep:nested");
-            }
-        }
+        self.snapshot_nested_ro(&snaps, &store_staging, &tree, Some("keep:nested"))?;
         // Everything was created read-only; nothing to flip (6.12 cannot).
         fault::point("keep:readonly");
         if !tree.nested.is_empty() {
@@ -1128,21 +1145,7 @@ impl Backend for Bcachefs {
                 self.root, self.snapshots
             )
         })?;
-        if !tree.nested.is_empty() {
-            rustix::fs::mkdirat(&snaps, &staging_store, Mode::from_raw_mode(0o755))
-                .ctx(|| format!("create {}/{staging_store}", self.snapshots))?;
-            let store = open_dir_beneath(&snaps, &staging_store)
-                .ctx(|| format!("open {}/{staging_store}", self.snapshots))?;
-            for (p, fd) in &tree.nested {
-                let e = encode_nested(p);
-                io::snapshot(store.as_fd(), &e, fd.as_fd(), true).ctx(|| {
-                    format!(
-                        "read-only snapshot of nested {}/{p} as {}/{staging_store}/{e}",
-                        self.root, self.snapshots
-                    )
-                })?;
-            }
-        }
+        self.snapshot_nested_ro(&snaps, &staging_store, &tree, None)?;
         self.destroy_store(&store_name(BASELINE))?;
         self.destroy_subvol_tree(BASELINE)?;
         rustix::fs::renameat_with(&snaps, &staging, &snaps, BASELINE, RenameFlags::NOREPLACE)

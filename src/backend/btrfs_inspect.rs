@@ -123,22 +123,7 @@ impl Btrfs {
         let root = open_dir_beneath(&self.top, &self.root)
             .ctx(|| format!("open root {} on {}", self.root, self.device))?;
         self.clone_tree(&root, &self.root, &snaps, BASELINE_NEW, "keep:staged")?;
-        let staged = open_dir_beneath(&snaps, BASELINE_NEW)
-            .ctx(|| format!("open {}/{BASELINE_NEW}", self.snapshots))?;
-        let info = io::subvol_info(staged.as_fd())
-            .ctx(|| format!("GET_SUBVOL_INFO {}/{BASELINE_NEW}", self.snapshots))?;
-        let nested = self.nested(info.id)?;
-        for rel in nested
-            .iter()
-            .rev()
-            .map(|(p, _)| format!("{BASELINE_NEW}/{p}"))
-            .chain(std::iter::once(BASELINE_NEW.to_string()))
-        {
-            let f =
-                open_dir_beneath(&snaps, &rel).ctx(|| format!("open {}/{rel}", self.snapshots))?;
-            io::set_flags(f.as_fd(), io::SUBVOL_RDONLY)
-                .ctx(|| format!("make {}/{rel} read-only", self.snapshots))?;
-        }
+        self.make_tree_readonly(&snaps, BASELINE_NEW)?;
         match rustix::fs::renameat_with(
             &snaps,
             BASELINE_NEW,
