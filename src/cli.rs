@@ -16,7 +16,8 @@ pub enum Command {
     Baseline,
     Restore {
         old_root: String,
-        path: String,
+        /// Bytes, as given (file names need not be UTF-8).
+        path: std::ffi::OsString,
     },
     Status,
     Help,
@@ -37,6 +38,12 @@ pub struct Cli {
     pub prometheus: bool,
     pub force: bool,
     pub to: Option<PathBuf>,
+    /// restore: replace a destination of another kind (file/directory/symlink) with --force.
+    pub replace_type: bool,
+    /// restore: restore setuid/setgid bits and file capabilities too.
+    pub keep_privileges: bool,
+    /// Seconds to wait for another writer's lock on the filesystem (see src/lock.rs).
+    pub lock_wait: Option<u64>,
     pub verbosity: i32,
 }
 
@@ -53,7 +60,8 @@ commands:
   diff [OLD_ROOT]       what the next boot erases, or what was erased at that reboot
                         (--json, --nix)
   baseline              snapshot the root right after boot, so diff shows only what changed
-  restore OLD_ROOT PATH copy PATH back from an old root (--to DEST, --force)
+  restore OLD_ROOT PATH copy PATH back from an old root (--to DEST, --force,
+                        --replace-type, --keep-privileges)
   status                root age, old roots, free space, last rollback (--prometheus)
 
 options:
@@ -68,6 +76,8 @@ options:
   --persist PATH        a persisted path, for diff (repeatable)
   --timezone OFFSET     UTC or +HH:MM, for retention periods (default UTC)
   --kernel-cmdline STR  use STR instead of /proc/cmdline
+  --lock-wait SECONDS   wait this long for another ephemeral-root changing the same
+                        filesystem (default 120; 0 refuses at once)
   --dry-run  --json  --nix  --prometheus  --force  --to DEST
   -v, --verbose  -q, --quiet  -h, --help  -V, --version
 ";
@@ -80,7 +90,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_args(args);
     let mut cli = Cli::default();
-    let mut positional: Vec<String> = Vec::new();
+    let mut positional: Vec<std::ffi::OsString> = Vec::new();
     loop {
         let arg = p.next().map_err(|e| usage_err(e.to_string()))?;
         let Some(arg) = arg else { break };
@@ -117,6 +127,16 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                         .map_err(|_| usage_err("--kernel-cmdline is not valid UTF-8"))?,
                 )
             }
+            Long("lock-wait") => {
+                let v = p.value().map_err(|e| usage_err(e.to_string()))?;
+                let n = v
+                    .to_str()
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .ok_or_else(|| usage_err("--lock-wait takes a number of seconds"))?;
+                cli.lock_wait = Some(n);
+            }
+            Long("replace-type") => cli.replace_type = true,
+            Long("keep-privileges") => cli.keep_privileges = true,
             Long("to") => {
                 cli.to = Some(PathBuf::from(
                     p.value().map_err(|e| usage_err(e.to_string()))?,
@@ -131,10 +151,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
             Long("quiet") | Short('q') => cli.verbosity -= 1,
             Long("help") | Short('h') => cli.command = Some(Command::Help),
             Long("version") | Short('V') => cli.command = Some(Command::Version),
-            Value(v) => positional.push(
-                v.into_string()
-                    .map_err(|_| usage_err("argument is not valid UTF-8"))?,
-            ),
+            Value(v) => positional.push(v),
             Long(other) => {
                 let known = [
                     "device",
@@ -154,6 +171,9 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                     "nix",
                     "prometheus",
                     "force",
+                    "replace-type",
+                    "keep-privileges",
+                    "lock-wait",
                     "verbose",
                     "quiet",
                     "help",
@@ -174,14 +194,29 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
     let Some(cmd) = it.next() else {
         return Err(usage_err("no command given"));
     };
-    let rest: Vec<String> = it.collect();
+    let cmd = cmd.into_string().map_err(|c| {
+        usage_err(format!(
+            "unknown command `{}`",
+            crate::restore::cut(c.as_encoded_bytes())
+        ))
+    })?;
+    let raw: Vec<std::ffi::OsString> = it.collect();
+    // Old-root names are ASCII; only restore's PATH may be any bytes.
+    let name = |i: usize| -> Result<String> {
+        raw[i].to_str().map(str::to_string).ok_or_else(|| {
+            usage_err(format!(
+                "\"{}\" is not an old-root name (old-root names look like 2026-01-31T08-00-00Z)",
+                crate::restore::cut(raw[i].as_encoded_bytes())
+            ))
+        })
+    };
     let want = |n: std::ops::RangeInclusive<usize>, what: &str| -> Result<()> {
-        if n.contains(&rest.len()) {
+        if n.contains(&raw.len()) {
             Ok(())
         } else {
             Err(usage_err(format!(
                 "`{cmd}` takes {what}, got {} argument(s)",
-                rest.len()
+                raw.len()
             )))
         }
     };
@@ -189,15 +224,22 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
         "rollback" => want(0..=0, "no arguments").map(|_| Command::Rollback)?,
         "list" | "ls" => want(0..=0, "no arguments").map(|_| Command::List)?,
         "gc" => want(0..=0, "no arguments").map(|_| Command::Gc)?,
-        "pin" => want(1..=1, "one old-root NAME").map(|_| Command::Pin(rest[0].clone()))?,
-        "unpin" => want(1..=1, "one old-root NAME").map(|_| Command::Unpin(rest[0].clone()))?,
+        "pin" => want(1..=1, "one old-root NAME").and_then(|_| Ok(Command::Pin(name(0)?)))?,
+        "unpin" => want(1..=1, "one old-root NAME").and_then(|_| Ok(Command::Unpin(name(0)?)))?,
         "check" => want(0..=0, "no arguments").map(|_| Command::Check)?,
-        "diff" => want(0..=1, "at most one old-root NAME")
-            .map(|_| Command::Diff(rest.first().cloned()))?,
+        "diff" => want(0..=1, "at most one old-root NAME").and_then(|_| {
+            Ok(Command::Diff(if raw.is_empty() {
+                None
+            } else {
+                Some(name(0)?)
+            }))
+        })?,
         "baseline" => want(0..=0, "no arguments").map(|_| Command::Baseline)?,
-        "restore" => want(2..=2, "OLD_ROOT and PATH").map(|_| Command::Restore {
-            old_root: rest[0].clone(),
-            path: rest[1].clone(),
+        "restore" => want(2..=2, "OLD_ROOT and PATH").and_then(|_| {
+            Ok(Command::Restore {
+                old_root: name(0)?,
+                path: raw[1].clone(),
+            })
         })?,
         "status" => want(0..=0, "no arguments").map(|_| Command::Status)?,
         "help" => Command::Help,
@@ -274,6 +316,31 @@ mod tests {
             Some(Command::Restore {
                 old_root: "N".into(),
                 path: "/etc/x".into()
+            })
+        );
+        // PATH is bytes: a non-UTF-8 name reaches restore unchanged.
+        use std::os::unix::ffi::OsStrExt;
+        let odd = std::ffi::OsStr::from_bytes(b"/srv/\xff\n");
+        let c = parse(
+            [
+                std::ffi::OsStr::new("restore"),
+                std::ffi::OsStr::new("N"),
+                odd,
+                std::ffi::OsStr::new("--replace-type"),
+                std::ffi::OsStr::new("--keep-privileges"),
+                std::ffi::OsStr::new("--lock-wait"),
+                std::ffi::OsStr::new("0"),
+            ]
+            .into_iter()
+            .map(|s| s.to_os_string()),
+        )
+        .unwrap();
+        assert!(c.replace_type && c.keep_privileges && c.lock_wait == Some(0));
+        assert_eq!(
+            c.command,
+            Some(Command::Restore {
+                old_root: "N".into(),
+                path: odd.to_os_string()
             })
         );
     }

@@ -52,8 +52,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rollback => rollback(&cli, &s),
         Command::List => list(&cli, &s),
         Command::Gc => gc(&cli, &s),
-        Command::Pin(n) => pin(&s, &n, true),
-        Command::Unpin(n) => pin(&s, &n, false),
+        Command::Pin(n) => pin(&cli, &s, &n, true),
+        Command::Unpin(n) => pin(&cli, &s, &n, false),
         Command::Check => check(&s),
         Command::Diff(old) => crate::diff::run(&cli, &s, old.as_deref()),
         Command::Baseline => crate::diff::baseline(&cli, &s),
@@ -115,6 +115,31 @@ pub fn open_backend(s: &Settings) -> Result<Box<dyn Backend>> {
         FsType::Zfs => Err(Error::Usage(
             "the zfs backend is not available in this build yet".into(),
         )),
+    }
+}
+
+/// [`open_backend`], then the filesystem's one-writer lock (src/lock.rs), held until the backend
+/// is closed or the process ends. Take it before reading the inventory.
+pub fn open_locked(
+    s: &Settings,
+    cli: &Cli,
+    command: &str,
+    mode: crate::lock::Mode,
+) -> Result<Box<dyn Backend>> {
+    let b = open_backend(s)?;
+    let what = match (&s.device, s.fstype) {
+        (_, Some(FsType::Zfs)) => format!("pool {}", crate::zfs::ioctl::pool_of(&s.root)),
+        (Some(d), _) => format!("the filesystem on {d}"),
+        (None, _) => "the filesystem of /".to_string(),
+    };
+    let wait =
+        std::time::Duration::from_secs(cli.lock_wait.unwrap_or(crate::lock::DEFAULT_WAIT_SECS));
+    match crate::lock::acquire(b.lock_fd(), mode, &what, command, wait) {
+        Ok(()) => Ok(b),
+        Err(e) => {
+            let _ = b.close();
+            Err(e)
+        }
     }
 }
 
@@ -215,7 +240,12 @@ fn rollback(cli: &Cli, s: &Settings) -> Result<()> {
         log::info!("rd.ephemeral_root={m}: mode {m} for this boot");
     }
     let result = (|| -> Result<Option<String>> {
-        let mut b = open_backend(s)?;
+        // A dry run writes nothing and takes no lock.
+        let mut b = if cli.dry_run {
+            open_backend(s)?
+        } else {
+            open_locked(s, cli, "rollback", crate::lock::Mode::Exclusive)?
+        };
         let inv = b.inventory()?;
         log::info!(
             "{}: root {}, snapshots {}, mode {mode}, keep \"{}\"{}",
@@ -362,7 +392,11 @@ fn list(cli: &Cli, s: &Settings) -> Result<()> {
 }
 
 fn gc(cli: &Cli, s: &Settings) -> Result<()> {
-    let mut b = open_backend(s)?;
+    let mut b = if cli.dry_run {
+        open_backend(s)?
+    } else {
+        open_locked(s, cli, "gc", crate::lock::Mode::Exclusive)?
+    };
     let inv = b.inventory()?;
     let plan = plan::plan_gc(&inv, &s.keep, now(), s.timezone);
     if cli.dry_run {
@@ -385,8 +419,9 @@ fn gc(cli: &Cli, s: &Settings) -> Result<()> {
     b.close()
 }
 
-fn pin(s: &Settings, name: &str, on: bool) -> Result<()> {
-    let mut b = open_backend(s)?;
+fn pin(cli: &Cli, s: &Settings, name: &str, on: bool) -> Result<()> {
+    let command = if on { "pin" } else { "unpin" };
+    let mut b = open_locked(s, cli, command, crate::lock::Mode::Exclusive)?;
     let inv = b.inventory()?;
     if !inv.old_roots.iter().any(|o| o.name == name) {
         b.close()?;

@@ -38,9 +38,18 @@ pub const POINTS: &[&str] = &[
     "sync:done",
 ];
 
+/// Points in `restore` (not part of a rollback, so not in [`POINTS`], which the crash-safety
+/// tests walk): before each non-directory is copied, and after the copy is complete but before
+/// it is synced and renamed into place.
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+pub const RESTORE_POINTS: &[&str] = &["restore:copying", "restore:copied"];
+
 #[cfg(feature = "fault-injection")]
 pub fn point(name: &str) {
-    debug_assert!(POINTS.contains(&name), "unregistered fault point {name}");
+    debug_assert!(
+        POINTS.contains(&name) || RESTORE_POINTS.contains(&name),
+        "unregistered fault point {name}"
+    );
     if let Some(ms) = std::env::var("EPHEMERAL_ROOT_FAULT_DELAY_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())

@@ -9,6 +9,7 @@ mod engine;
 mod error;
 mod fault;
 mod json;
+mod lock;
 mod logger;
 mod mounts;
 mod plan;

@@ -1188,6 +1188,10 @@ impl Backend for Bcachefs {
         })
     }
 
+    fn lock_fd(&self) -> rustix::fd::BorrowedFd<'_> {
+        self.top.as_fd()
+    }
+
     fn close(mut self: Box<Self>) -> Result<()> {
         let m = self.mount.take();
         drop(self);

@@ -688,6 +688,10 @@ impl Backend for Btrfs {
         self.baseline_changes()
     }
 
+    fn lock_fd(&self) -> rustix::fd::BorrowedFd<'_> {
+        self.top.as_fd()
+    }
+
     fn close(mut self: Box<Self>) -> Result<()> {
         let m = self.mount.take();
         drop(self);

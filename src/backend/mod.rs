@@ -257,6 +257,9 @@ pub trait Backend {
     fn root_path(&mut self) -> Result<PathBuf>;
     /// Unmount and release.
     fn close(self: Box<Self>) -> Result<()>;
+    /// A descriptor every mount of this filesystem shares, for the one-writer lock
+    /// (src/lock.rs): the top-level directory, or `/dev/zfs`. Locked while the backend is open.
+    fn lock_fd(&self) -> rustix::fd::BorrowedFd<'_>;
 
     /// Take a read-only snapshot of the current root as `.baseline` (replacing an older one).
     fn take_baseline(&mut self) -> Result<()> {

@@ -985,6 +985,10 @@ impl Backend for Zfs {
         self.mount_ro(&r, Some(BASELINE_SNAP), at).map(Some)
     }
 
+    fn lock_fd(&self) -> rustix::fd::BorrowedFd<'_> {
+        rustix::fd::AsFd::as_fd(&self.dev)
+    }
+
     fn close(mut self: Box<Self>) -> Result<()> {
         let mut first: Option<Error> = None;
         while let Some(m) = self.mounts.pop() {

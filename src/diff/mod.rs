@@ -280,13 +280,13 @@ pub fn run(cli: &Cli, s: &Settings, old: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-pub fn baseline(_cli: &Cli, s: &Settings) -> Result<()> {
+pub fn baseline(cli: &Cli, s: &Settings) -> Result<()> {
     if root_is_tmpfs(&mounts::read_mountinfo()?) {
         return Err(Error::Usage(
             "/ is a tmpfs: there is nothing to snapshot; `diff` walks / directly".into(),
         ));
     }
-    let mut b = crate::engine::open_backend(s)?;
+    let mut b = crate::engine::open_locked(s, cli, "baseline", crate::lock::Mode::Exclusive)?;
     b.take_baseline()?;
     b.close()?;
     log::info!(

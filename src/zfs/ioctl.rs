@@ -1009,6 +1009,12 @@ pub struct Zfs {
     fd: OwnedFd,
 }
 
+impl rustix::fd::AsFd for Zfs {
+    fn as_fd(&self) -> rustix::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 impl Zfs {
     /// Open `/dev/zfs`. Call [`check_module_version`] first.
     pub fn open() -> Result<Zfs, ZfsError> {
