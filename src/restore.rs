@@ -1663,8 +1663,6 @@ pub fn restore_from(
             Some(i) => dest.abs[..i].to_vec(),
             None => b".".to_vec(),
         };
-        let mut sum = Summary::default();
-        remove_stale(pdir, &abs_dir, &mut sum);
         let dname = dest.name.as_os_str();
         let shown_dest = cut(&dest.abs);
         let existing = match sx(pdir, dname) {
@@ -1687,6 +1685,10 @@ pub fn restore_from(
             }
             check_no_mounts(pdir, dname, ex, &dest.abs, mountinfo)?;
         }
+        // Every check passed: from here on things are written. First, partial copies of
+        // earlier, killed restores (only those provably ours).
+        let mut sum = Summary::default();
+        remove_stale(pdir, &abs_dir, &mut sum);
         let creator = me().ok_or_else(|| {
             Error::Other("cannot read this process's start time or the boot id from /proc".into())
         })?;
