@@ -28,9 +28,6 @@
 use super::*;
 use crate::diff::walk;
 
-/// Where a new baseline is staged (a leftover `rollback` discards, like any `.incomplete.*`).
-const BASELINE_NEW: &str = ".incomplete.baseline";
-
 /// Fields of a `btrfs_inode_item` (packed, 160 bytes) that matter here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InodeItem {
@@ -114,41 +111,6 @@ fn unchanged_ctime(rfd: &OwnedFd, bfd: &OwnedFd, rel: &str) -> bool {
 }
 
 impl Btrfs {
-    /// `baseline`: snapshot the root read-only as `.baseline`, replacing an older one atomically.
-    pub(super) fn baseline_take(&mut self) -> Result<()> {
-        self.create_snapshots_location()?;
-        let snaps = self.snaps_fd()?;
-        // A leftover from an interrupted run.
-        self.destroy_in_snapshots(BASELINE_NEW)?;
-        let root = open_dir_beneath(&self.top, &self.root)
-            .ctx(|| format!("open root {} on {}", self.root, self.device))?;
-        self.clone_tree(&root, &self.root, &snaps, BASELINE_NEW, "keep:staged")?;
-        self.make_tree_readonly(&snaps, BASELINE_NEW)?;
-        match rustix::fs::renameat_with(
-            &snaps,
-            BASELINE_NEW,
-            &snaps,
-            BASELINE,
-            RenameFlags::EXCHANGE,
-        ) {
-            Ok(()) => self.destroy_in_snapshots(BASELINE_NEW)?,
-            Err(Errno::NOENT) => self.rename_noreplace(
-                &snaps,
-                BASELINE_NEW,
-                &snaps,
-                BASELINE,
-                &format!("rename {}/{BASELINE_NEW} to {BASELINE}", self.snapshots),
-            )?,
-            Err(e) => {
-                return Err(Error::sys(
-                    format!("swap {}/{BASELINE_NEW} with {BASELINE}", self.snapshots),
-                    e,
-                ))
-            }
-        }
-        io::sync(self.top.as_fd()).ctx(|| format!("commit btrfs transaction on {}", self.device))
-    }
-
     fn baseline_fd(&self) -> Result<Option<OwnedFd>> {
         let snaps = match open_dir_beneath(&self.top, &self.snapshots) {
             Ok(fd) => fd,
@@ -160,12 +122,6 @@ impl Btrfs {
             Ok(_) | Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(Error::sys(format!("open {}/{BASELINE}", self.snapshots), e)),
         }
-    }
-
-    pub(super) fn baseline_dir(&mut self) -> Result<Option<PathBuf>> {
-        Ok(self
-            .baseline_fd()?
-            .map(|_| self.mount_path().join(&self.snapshots).join(BASELINE)))
     }
 
     /// Paths (relative to the root, no leading `/`) changed since the baseline; `None` without a
@@ -194,8 +150,13 @@ impl Btrfs {
             .ctx(|| format!("commit btrfs transaction on {}", self.device))?;
         let mut out = BTreeSet::new();
         self.changes_in(&root, rinfo.id, &base, &binfo, "", &mut out)?;
-        let bnested: HashMap<String, u64> = self.nested(binfo.id)?.into_iter().collect();
+        let bnested: HashMap<String, u64> = self
+            .nested(binfo.id)?
+            .into_iter()
+            .map(|(p, i)| (p.to_string_lossy().into_owned(), i))
+            .collect();
         for (rel, _) in self.nested(rinfo.id)? {
+            let rel = rel.to_string_lossy().into_owned();
             let rfd = open_dir_beneath(&root, &rel).ctx(|| format!("open {}/{rel}", self.root))?;
             let ri = io::subvol_info(rfd.as_fd())
                 .ctx(|| format!("GET_SUBVOL_INFO {}/{rel}", self.root))?;
@@ -250,7 +211,7 @@ impl Btrfs {
         let rdev = rustix::fs::fstat(rfd).ctx(|| "fstat root")?.st_dev;
         for (ino, is_dir) in changed {
             let rel = match io::ino_lookup(self.top.as_fd(), tree, ino) {
-                Ok(p) => p.trim_end_matches('/').to_string(),
+                Ok(p) => p.to_string_lossy().trim_end_matches('/').to_string(),
                 // Unlinked but still open, or gone since the search.
                 Err(Errno::NOENT) => continue,
                 Err(e) => {

@@ -16,6 +16,7 @@
 //! Each DSL-modifying ioctl (create, clone, rename, destroy, set, snapshot) returns only after its
 //! transaction group has synced (`dsl_sync_task` waits, even when interrupted), so a completed call
 //! is on disk.
+#![allow(unsafe_code)]
 
 use std::fmt;
 use std::mem::{align_of, offset_of, size_of};
