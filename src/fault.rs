@@ -63,6 +63,7 @@ points! {
 }
 
 impl Point {
+    #[cfg(test)]
     pub fn parse(s: &str) -> Option<Point> {
         Point::ALL.iter().copied().find(|p| p.name() == s)
     }

@@ -211,15 +211,6 @@ pub fn split_parent(path: &str) -> (&str, &str) {
     }
 }
 
-/// `a` + `/` + `b`, where an empty `a` is the top.
-pub fn join(a: &str, b: &str) -> String {
-    if a.is_empty() {
-        b.to_string()
-    } else {
-        format!("{a}/{b}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,7 +315,5 @@ mod tests {
         ] {
             assert_eq!(split_parent(p), want, "{p}");
         }
-        assert_eq!(join("", "x"), "x");
-        assert_eq!(join("a", "x"), "a/x");
     }
 }

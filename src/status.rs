@@ -8,10 +8,8 @@
 
 use crate::cli::Cli;
 use crate::config::Settings;
-use crate::error::{Context, Result};
+use crate::error::Result;
 use crate::timefmt::{human_age, human_bytes};
-use rustix::fd::AsFd;
-use rustix::fs::{Mode, OFlags};
 use std::fmt::Write;
 
 use crate::lastrun::LastRollback;
