@@ -256,6 +256,11 @@ fn gc(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
 }
 
 fn baseline(s: &Settings, now: i64) -> Result<()> {
+    if crate::mounts::root_is_tmpfs(&crate::mounts::read_mountinfo()?) {
+        return Err(Error::Usage(
+            "/ is a tmpfs: there is nothing to snapshot; `diff` walks / directly".into(),
+        ));
+    }
     let (mut b, st) = open_and_scan(s, now)?;
     if st.root.is_none() {
         b.close()?;

@@ -26,6 +26,7 @@ pub struct LastRollback {
     pub backlog_error: Option<String>,
 }
 
+#[cfg(feature = "tools")]
 /// Parse the flat JSON object [`render`] writes (string, number and null values).
 pub fn parse(text: &str) -> Option<LastRollback> {
     let mut r = LastRollback::default();
@@ -121,6 +122,7 @@ pub fn write(r: &LastRollback) {
     }
 }
 
+#[cfg(feature = "tools")]
 pub fn read() -> Option<LastRollback> {
     std::fs::read_to_string(path()).ok().and_then(|t| parse(&t))
 }

@@ -335,12 +335,16 @@ pub fn search(fd: BorrowedFd, tree_id: u64, objectid: u64, typ: u32) -> Result<V
     Ok(out)
 }
 
+#[cfg(feature = "tools")]
 /// Item type of an inode item (`BTRFS_INODE_ITEM_KEY`).
 pub const INODE_ITEM_KEY: u32 = 1;
+#[cfg(feature = "tools")]
 /// Highest inode number a file tree uses (`BTRFS_LAST_FREE_OBJECTID`, -256).
 pub const LAST_FREE_OBJECTID: u64 = (-256i64) as u64;
+#[cfg(feature = "tools")]
 /// The quota tree (`BTRFS_QUOTA_TREE_OBJECTID`) and its per-qgroup usage items.
 pub const QUOTA_TREE_OBJECTID: u64 = 8;
+#[cfg(feature = "tools")]
 pub const QGROUP_INFO_KEY: u32 = 242;
 
 /// A compound btrfs key: (objectid, type, offset), ordered in that order.

@@ -34,6 +34,7 @@ use crate::config::{FsType, Settings};
 use crate::error::{Error, Result};
 use std::ffi::OsString;
 use std::fmt;
+#[cfg(feature = "tools")]
 use std::path::PathBuf;
 
 /// Where a new root comes from.

@@ -32,6 +32,7 @@ use crate::mounts::{self, Mounted};
 use crate::zfs::ioctl::{self as z, DatasetStats, ListEntry, ModuleVersion, ZfsError};
 use crate::zfs::nvlist::{NvList, Value};
 use rustix::io::Errno;
+#[cfg(feature = "tools")]
 use std::path::PathBuf;
 
 /// Snapshot taken of every root we build, right after it is built (prefix; `.<t>` follows).
@@ -483,6 +484,7 @@ impl Zfs {
         p
     }
 
+    #[cfg(feature = "tools")]
     /// Mount filesystem `ds` (or its snapshot `ds@snap`) read-only at `at`, then each child
     /// dataset (or its snapshot of the same name, where it has one) over its directory.
     fn mount_ro(&mut self, ds: &str, snap: Option<&str>, at: PathBuf) -> Result<PathBuf> {
