@@ -270,8 +270,13 @@ fn baseline(s: &Settings, now: i64) -> Result<()> {
         )));
     }
     b.take_baseline()?;
-    log::info!("baseline of {} taken", s.root);
-    b.close()
+    b.close()?;
+    log::info!(
+        "baseline taken: {}/{} (diff now shows only what changes from here)",
+        s.snapshots,
+        crate::layout::BASELINE
+    );
+    Ok(())
 }
 
 fn pin(s: &Settings, name: &str, on: bool, now: i64) -> Result<()> {

@@ -190,10 +190,17 @@ pub fn plan_rollback(st: &State, req: &Request) -> Result<Plan, PlanError> {
     if !st.snapshots_exists {
         plan.steps.push(Step::CreateSnapshotsLocation);
     }
-    let build = |plan: &mut Plan| {
-        if has_entry(st, layout::NEW_ROOT) {
-            plan.steps.push(Step::Discard(layout::NEW_ROOT.into()));
+    // Leftovers of an interrupted run go first: they may hold a name this run is about to use
+    // (`.new-root`, `.incomplete.<name>`, an orphan `.kept.<name>.nested`). They exist only after a
+    // crash; on a normal boot there are none.
+    for e in &st.entries {
+        if e.kind == Kind::Leftover && e.belongs_to.is_none() {
+            if let Some(n) = e.name_str() {
+                plan.steps.push(Step::Discard(n.to_string()));
+            }
         }
+    }
+    let build = |plan: &mut Plan| {
         plan.steps.push(Step::Build(source.clone()));
     };
     let mut replaced = false;
@@ -240,9 +247,6 @@ pub fn plan_rollback(st: &State, req: &Request) -> Result<Plan, PlanError> {
                 if worth {
                     let n = names.next(r.facts.began);
                     let staging = layout::incomplete(&n);
-                    if has_entry(st, &staging) {
-                        plan.steps.push(Step::Discard(staging.clone()));
-                    }
                     plan.steps.push(Step::CopyRoot(n.clone()));
                     plan.steps.push(Step::Rename(staging, layout::kept(&n)));
                     plan.kept = Some(n);
