@@ -241,7 +241,7 @@ fn finish_like(cli: &Cli, s: &Settings, now: i64, what: &str, baseline: bool) ->
         s.keep
     );
     if baseline && st.root.is_some() {
-        b.take_baseline()?;
+        take_baseline(b.as_mut())?;
         log::info!("{what}: baseline taken");
     }
     b.close()
@@ -253,6 +253,14 @@ fn finish(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
 
 fn gc(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
     finish_like(cli, s, now, "gc", false)
+}
+
+/// Take the baseline and make it durable.
+fn take_baseline(b: &mut dyn Backend) -> Result<()> {
+    b.create_snapshots_location()?;
+    b.take_baseline()?;
+    fault::point(fault::Point::BaselineDone);
+    b.sync()
 }
 
 fn baseline(s: &Settings, now: i64) -> Result<()> {
@@ -269,7 +277,7 @@ fn baseline(s: &Settings, now: i64) -> Result<()> {
             s.root, st.fs
         )));
     }
-    b.take_baseline()?;
+    take_baseline(b.as_mut())?;
     b.close()?;
     log::info!(
         "baseline taken: {}/{} (diff now shows only what changes from here)",

@@ -31,6 +31,8 @@ pub const RETIRED_ROOT_PREFIX: &str = ".retired-root.";
 pub const DELETING_PREFIX: &str = ".deleting.";
 pub const PINS_DIR: &str = ".pins";
 pub const BASELINE: &str = ".baseline";
+/// Where a new baseline is assembled (a leftover when a run is interrupted).
+pub const BASELINE_STAGING: &str = ".incomplete.baseline";
 pub const RECORD: &str = ".fresh-root";
 /// Temporary name the record is written under before it is renamed over [`RECORD`].
 pub const RECORD_TMP: &str = ".fresh-root.tmp";

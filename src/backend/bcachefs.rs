@@ -59,7 +59,7 @@
 //! after boot; never on the boot path unless `finish` did not run).
 
 use super::bcachefs_ioctl as io;
-use super::dirs::{self, open_dir_beneath, pins, record, Built};
+use super::dirs::{self, join_os, open_dir_beneath, pins, record, split_os, Built, Top};
 #[cfg(feature = "tools")]
 use super::Browse;
 use super::{Facts, Fs, RawEntry, RootFacts, RootSource};
@@ -67,60 +67,31 @@ use crate::config::Settings;
 use crate::error::{Context, Error, Result};
 use crate::fault::{self, Point};
 use crate::layout::{self, split_parent, BASELINE};
-use crate::mounts::{self, Mounted};
+use crate::mounts;
 use rustix::fd::{AsFd, OwnedFd};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+#[cfg(feature = "tools")]
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// How long to retry ENOTEMPTY from DESTROY (6.12 clears a child's back-reference late).
 const ENOTEMPTY_RETRY: Duration = Duration::from_secs(30);
 
 pub fn open(members: &[String], s: &Settings, now: i64) -> Result<Box<dyn super::Backend>> {
-    Ok(Box::new(Bcachefs::open(
-        members,
-        &s.root,
-        &s.snapshots,
-        s.blank.as_deref(),
-        now,
-    )?))
+    Ok(Box::new(Bcachefs::open(members, s, now)?))
 }
 
 pub struct Bcachefs {
-    source: String,
-    root: String,
-    snapshots: String,
-    blank: Option<String>,
-    mount: Option<Mounted>,
-    top: OwnedFd,
-    dev: (u32, u32),
+    t: Top,
     now: i64,
 }
 
 fn esc(p: &OsStr) -> String {
     crate::escape::name(p)
-}
-
-fn join_os(a: &OsStr, b: &OsStr) -> OsString {
-    if a.is_empty() {
-        return b.to_os_string();
-    }
-    let mut v = a.as_bytes().to_vec();
-    v.push(b'/');
-    v.extend_from_slice(b.as_bytes());
-    OsString::from_vec(v)
-}
-
-fn split_os(p: &OsStr) -> (&OsStr, &OsStr) {
-    let b = p.as_bytes();
-    match b.iter().rposition(|&c| c == b'/') {
-        Some(i) => (OsStr::from_bytes(&b[..i]), OsStr::from_bytes(&b[i + 1..])),
-        None => (OsStr::new(""), p),
-    }
 }
 
 /// Encode a nested subvolume's relative path as one directory entry name.
@@ -307,40 +278,25 @@ fn record_key(subvol: u64, ino: u64) -> String {
 impl Bcachefs {
     /// Mount the whole filesystem on a private directory. The caller has entered a private mount
     /// namespace.
-    pub fn open(
-        members: &[String],
-        root: &str,
-        snapshots: &str,
-        blank: Option<&str>,
-        now: i64,
-    ) -> Result<Bcachefs> {
+    pub fn open(members: &[String], s: &Settings, now: i64) -> Result<Bcachefs> {
         let source = members.join(":");
-        let target = PathBuf::from(format!("{}/top", mounts::RUN_DIR));
-        let mount = Mounted::mount(
+        let t = Top::mount(
             &source,
-            &target,
             "bcachefs",
-            rustix::mount::MountFlags::NOATIME,
             "",
+            || {
+                format!(
+            "cannot mount {source} as bcachefs (EINVAL); for a multi-device filesystem every member must be present (the kernel log says which is missing)"
         )
-        .map_err(|e| match e.errno() {
-            Some(22) => Error::Refused(format!(
-                "cannot mount {source} as bcachefs (EINVAL); for a multi-device filesystem every member must be present (the kernel log says which is missing)"
-            )),
-            _ => e,
-        })?;
-        let top = rustix::fs::open(
-            &target,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )
-        .ctx(|| format!("open {}", target.display()))?;
-        if !io::is_bcachefs(&top).ctx(|| "statfs the mounted filesystem")? {
+            },
+            s,
+        )?;
+        if !io::is_bcachefs(&t.fd).ctx(|| "statfs the mounted filesystem")? {
             return Err(Error::Refused(format!(
                 "{source} did not mount as bcachefs"
             )));
         }
-        match io::statx(&top, "") {
+        match io::statx(&t.fd, "") {
             Ok(_) => {}
             Err(Errno::OPNOTSUPP) => {
                 return Err(Error::Refused(format!(
@@ -349,32 +305,16 @@ impl Bcachefs {
             }
             Err(e) => return Err(Error::sys(format!("statx the top of {source}"), e)),
         }
-        let mi = mounts::read_mountinfo()?;
-        let me = mi
-            .iter()
-            .rev()
-            .find(|m| Path::new(&m.mount_point) == target)
-            .ok_or_else(|| Error::Other(format!("our mount of {source} is not in mountinfo")))?;
-        let dev = (me.major, me.minor);
-        Ok(Bcachefs {
-            source,
-            root: root.trim_matches('/').to_string(),
-            snapshots: snapshots.trim_matches('/').to_string(),
-            blank: blank.map(|b| b.trim_matches('/').to_string()),
-            mount: Some(mount),
-            top,
-            dev,
-            now,
-        })
+        Ok(Bcachefs { t, now })
     }
 
     fn snaps_fd(&self) -> Result<OwnedFd> {
-        open_dir_beneath(&self.top, &self.snapshots).ctx(|| {
-            format!(
-                "open snapshots location {} on {}",
-                self.snapshots, self.source
-            )
-        })
+        self.t.snaps_fd()
+    }
+
+    /// Is `rel` (below the top) a subvolume?
+    fn is_subvolume(&self, rel: &str) -> bool {
+        matches!(self.subvol_root_at(&self.t.fd, rel), Ok(Some(_)))
     }
 
     /// statx of `rel` (relative to `base`) and whether it is a subvolume root: a directory in
@@ -448,10 +388,10 @@ impl Bcachefs {
         let store = match open_dir_beneath(snaps, &sname) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(vec![]),
-            Err(e) => return Err(Error::sys(format!("open {}/{sname}", self.snapshots), e)),
+            Err(e) => return Err(Error::sys(format!("open {}/{sname}", self.t.snapshots), e)),
         };
         let mut v = Vec::new();
-        for (n, _) in dirs::entries(&store).ctx(|| format!("read {}/{sname}", self.snapshots))? {
+        for (n, _) in dirs::entries(&store).ctx(|| format!("read {}/{sname}", self.t.snapshots))? {
             if let Some(p) = decode_nested(&n) {
                 v.push((p, n));
             }
@@ -468,52 +408,33 @@ impl Bcachefs {
     /// Entry `name` of the snapshots location as a tree: nested subvolumes from its store if it
     /// has one, else from inside it.
     fn entry_tree(&self, snaps: &OwnedFd, name: &str) -> Result<Tree> {
-        let what = format!("{}/{name}", self.snapshots);
+        let what = format!("{}/{name}", self.t.snapshots);
         if !self.has_store(snaps, name) {
             return self.live_tree(snaps, name, &what);
         }
         let main = open_dir_beneath(snaps, name).ctx(|| format!("open {what}"))?;
         let sname = layout::store(name);
         let store =
-            open_dir_beneath(snaps, &sname).ctx(|| format!("open {}/{sname}", self.snapshots))?;
+            open_dir_beneath(snaps, &sname).ctx(|| format!("open {}/{sname}", self.t.snapshots))?;
         let mut nested = Vec::new();
         for (p, n) in self.store_entries(snaps, name)? {
             let fd = open_dir_beneath(&store, &n)
-                .ctx(|| format!("open {}/{sname}/{}", self.snapshots, esc(&n)))?;
+                .ctx(|| format!("open {}/{sname}/{}", self.t.snapshots, esc(&n)))?;
             nested.push((p, fd));
         }
         Ok(Tree { main, nested })
     }
 
-    fn root_parent_and_base(&self) -> Result<(OwnedFd, String)> {
-        let (parent, base) = split_parent(&self.root);
-        let fd = open_dir_beneath(&self.top, parent).ctx(|| {
-            format!(
-                "open the directory holding root {} on {}",
-                self.root, self.source
-            )
-        })?;
-        Ok((fd, base.to_string()))
-    }
-
-    #[cfg(feature = "tools")]
-    fn mount_path(&self) -> PathBuf {
-        self.mount
-            .as_ref()
-            .map(|m| m.path.clone())
-            .unwrap_or_default()
-    }
-
     /// The root's statx, when it is a subvolume root.
     fn root_info(&self) -> Result<Option<io::Info>> {
-        let (pfd, base) = match self.root_parent_and_base() {
+        let (pfd, base) = match self.t.root_parent_and_base() {
             Ok(x) => x,
             Err(_) => return Ok(None),
         };
         match self.subvol_root_at(&pfd, &base) {
             Ok(i) => Ok(i),
             Err(Errno::NOENT) => Ok(None),
-            Err(e) => Err(Error::sys(format!("statx root {}", self.root), e)),
+            Err(e) => Err(Error::sys(format!("statx root {}", self.t.root), e)),
         }
     }
 
@@ -521,8 +442,8 @@ impl Bcachefs {
     fn source_tree(&self, snaps: &OwnedFd, src: &RootSource) -> Result<Option<Tree>> {
         match src {
             RootSource::Empty => Ok(None),
-            RootSource::Blank(b) => match self.subvol_root_at(&self.top, b) {
-                Ok(Some(_)) => Ok(Some(self.live_tree(&self.top, b, b)?)),
+            RootSource::Blank(b) => match self.subvol_root_at(&self.t.fd, b) {
+                Ok(Some(_)) => Ok(Some(self.live_tree(&self.t.fd, b, b)?)),
                 _ => Ok(None),
             },
             RootSource::OldRoot(o) => match self.subvol_root_at(snaps, o) {
@@ -535,17 +456,17 @@ impl Bcachefs {
     /// Snapshot `src` (with its nested subvolumes, writable) as `name` in `dst_dir`.
     fn clone_tree(&self, src: &Tree, dst_dir: &OwnedFd, name: &str, what: &str) -> Result<()> {
         io::snapshot(dst_dir.as_fd(), name, src.main.as_fd(), false)
-            .ctx(|| format!("snapshot {what} as {}/{name}", self.snapshots))?;
+            .ctx(|| format!("snapshot {what} as {}/{name}", self.t.snapshots))?;
         fault::point(Point::NewRootCreated);
         if src.nested.is_empty() {
             return Ok(());
         }
         let dst =
-            open_dir_beneath(dst_dir, name).ctx(|| format!("open {}/{name}", self.snapshots))?;
+            open_dir_beneath(dst_dir, name).ctx(|| format!("open {}/{name}", self.t.snapshots))?;
         for (p, fd) in &src.nested {
             let (parent, base) = split_os(p);
             let pdir = open_dir_beneath(&dst, parent)
-                .ctx(|| format!("open {}/{name}/{}", self.snapshots, esc(parent)))?;
+                .ctx(|| format!("open {}/{name}/{}", self.t.snapshots, esc(parent)))?;
             // A snapshot has no entry where a nested subvolume was; remove an empty placeholder
             // directory should a kernel leave one.
             match rustix::fs::unlinkat(&pdir, base, AtFlags::REMOVEDIR) {
@@ -555,7 +476,7 @@ impl Bcachefs {
                         format!(
                             "make room for nested {} in {}/{name}",
                             esc(p),
-                            self.snapshots
+                            self.t.snapshots
                         ),
                         e,
                     ))
@@ -565,7 +486,7 @@ impl Bcachefs {
                 format!(
                     "snapshot nested {what}/{} into {}/{name}",
                     esc(p),
-                    self.snapshots
+                    self.t.snapshots
                 )
             })?;
             fault::point(Point::NewRootChild);
@@ -583,24 +504,28 @@ impl Bcachefs {
         what: &str,
         points: (Point, Point),
     ) -> Result<()> {
-        io::snapshot(snaps.as_fd(), name, tree.main.as_fd(), true)
-            .ctx(|| format!("read-only snapshot of {what} as {}/{name}", self.snapshots))?;
+        io::snapshot(snaps.as_fd(), name, tree.main.as_fd(), true).ctx(|| {
+            format!(
+                "read-only snapshot of {what} as {}/{name}",
+                self.t.snapshots
+            )
+        })?;
         fault::point(points.0);
         if tree.nested.is_empty() {
             return Ok(());
         }
         let store = layout::store(name);
         rustix::fs::mkdirat(snaps, &store, Mode::from_raw_mode(0o755))
-            .ctx(|| format!("create {}/{store}", self.snapshots))?;
+            .ctx(|| format!("create {}/{store}", self.t.snapshots))?;
         let sfd =
-            open_dir_beneath(snaps, &store).ctx(|| format!("open {}/{store}", self.snapshots))?;
+            open_dir_beneath(snaps, &store).ctx(|| format!("open {}/{store}", self.t.snapshots))?;
         for (p, fd) in &tree.nested {
             let e = encode_nested(p);
             io::snapshot(sfd.as_fd(), &e, fd.as_fd(), true).ctx(|| {
                 format!(
                     "read-only snapshot of nested {what}/{} as {}/{store}/{}",
                     esc(p),
-                    self.snapshots,
+                    self.t.snapshots,
                     esc(&e)
                 )
             })?;
@@ -613,28 +538,28 @@ impl Bcachefs {
     /// in it (deepest first).
     fn destroy_subvol_tree(&self, name: &str) -> Result<()> {
         let snaps = self.snaps_fd()?;
-        let s = io::statx(&snaps, "").ctx(|| format!("statx {}", self.snapshots))?;
+        let s = io::statx(&snaps, "").ctx(|| format!("statx {}", self.t.snapshots))?;
         let info = match io::statx(&snaps, name) {
             Ok(i) => i,
             Err(Errno::NOENT) => return Ok(()),
-            Err(e) => return Err(Error::sys(format!("statx {}/{name}", self.snapshots), e)),
+            Err(e) => return Err(Error::sys(format!("statx {}/{name}", self.t.snapshots), e)),
         };
         if !info.is_dir() || info.subvol == s.subvol || info.subvol == io::ROOT_SUBVOL {
             return Err(Error::Refused(format!(
                 "{}/{name} is not a subvolume; refusing to delete it (remove it by hand if it is yours)",
-                self.snapshots
+                self.t.snapshots
             )));
         }
         let fd =
-            open_dir_beneath(&snaps, name).ctx(|| format!("open {}/{name}", self.snapshots))?;
+            open_dir_beneath(&snaps, name).ctx(|| format!("open {}/{name}", self.t.snapshots))?;
         let again = io::statx(&fd, "").ctx(|| "statx")?;
         if (again.ino, again.subvol) != (info.ino, info.subvol) {
             return Err(Error::Refused(format!(
                 "{}/{name} changed while we looked at it; not deleting it",
-                self.snapshots
+                self.t.snapshots
             )));
         }
-        let what = format!("{}/{name}", self.snapshots);
+        let what = format!("{}/{name}", self.t.snapshots);
         let nested = self.nested(&fd, &what)?;
         fault::point(Point::DeleteWritable);
         for (p, id) in nested.iter().rev() {
@@ -660,8 +585,8 @@ impl Bcachefs {
     /// holding only subvolume roots (read-only snapshots, which cannot hold subvolumes).
     fn destroy_store(&self, name: &str) -> Result<()> {
         let snaps = self.snaps_fd()?;
-        let s = io::statx(&snaps, "").ctx(|| format!("statx {}", self.snapshots))?;
-        let what = format!("{}/{name}", self.snapshots);
+        let s = io::statx(&snaps, "").ctx(|| format!("statx {}", self.t.snapshots))?;
+        let what = format!("{}/{name}", self.t.snapshots);
         let st = match io::statx(&snaps, name) {
             Ok(i) => i,
             Err(Errno::NOENT) => return Ok(()),
@@ -696,40 +621,13 @@ impl Bcachefs {
         Ok(())
     }
 
-    fn rename_noreplace(
-        &self,
-        from_dir: &OwnedFd,
-        from: &str,
-        to_dir: &OwnedFd,
-        to: &str,
-        what: String,
-    ) -> Result<()> {
-        rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::NOREPLACE).ctx(|| what)
-    }
-
     /// Rename entry `from` to `to` in the snapshots location, with its store (see the module
     /// documentation for the order).
     fn rename_with_store(&self, snaps: &OwnedFd, from: &str, to: &str) -> Result<()> {
         let (sf, st) = (layout::store(from), layout::store(to));
         let store = self.has_store(snaps, from);
-        let main = |s: &Self| {
-            s.rename_noreplace(
-                snaps,
-                from,
-                snaps,
-                to,
-                format!("rename {}/{from} to {to}", s.snapshots),
-            )
-        };
-        let part = |s: &Self| {
-            s.rename_noreplace(
-                snaps,
-                &sf,
-                snaps,
-                &st,
-                format!("rename {}/{sf} to {st}", s.snapshots),
-            )
-        };
+        let main = |s: &Self| s.t.rename(snaps, from, to);
+        let part = |s: &Self| s.t.rename(snaps, &sf, &st);
         if !store {
             return main(self);
         }
@@ -746,35 +644,14 @@ impl Bcachefs {
 }
 
 impl Fs for Bcachefs {
-    fn describe(&self) -> String {
-        format!("bcachefs {}", self.source)
-    }
-
-    fn snapshots_label(&self) -> String {
-        self.snapshots.clone()
-    }
-
-    fn snapshots_exists(&mut self) -> Result<bool> {
-        match open_dir_beneath(&self.top, &self.snapshots) {
-            Ok(_) => Ok(true),
-            Err(Errno::NOENT) => Ok(false),
-            Err(Errno::NOTDIR) => Err(Error::Refused(format!(
-                "snapshots location {} exists but is not a directory",
-                self.snapshots
-            ))),
-            Err(e) => Err(Error::sys(
-                format!("open snapshots location {}", self.snapshots),
-                e,
-            )),
-        }
-    }
+    dirs::top_fs!("bcachefs");
 
     fn entries(&mut self) -> Result<Vec<RawEntry>> {
         let snaps = self.snaps_fd()?;
         let s_sub = io::statx(&snaps, "")
-            .ctx(|| format!("statx {}", self.snapshots))?
+            .ctx(|| format!("statx {}", self.t.snapshots))?
             .subvol;
-        let names = dirs::entries(&snaps).ctx(|| format!("read {}", self.snapshots))?;
+        let names = dirs::entries(&snaps).ctx(|| format!("read {}", self.t.snapshots))?;
         let mut out = Vec::new();
         for (name, _) in &names {
             let mut facts = Facts::default();
@@ -848,13 +725,13 @@ impl Fs for Bcachefs {
         let Some(info) = self.root_info()? else {
             return Ok(None);
         };
-        let main =
-            open_dir_beneath(&self.top, &self.root).ctx(|| format!("open root {}", self.root))?;
+        let main = open_dir_beneath(&self.t.fd, &self.t.root)
+            .ctx(|| format!("open root {}", self.t.root))?;
         let mi = mounts::read_mountinfo()?;
-        let mounted_at = mounts::mounted_below(&mi, self.dev.0, self.dev.1, &self.root)
+        let mounted_at = mounts::mounted_below(&mi, self.t.dev.0, self.t.dev.1, &self.t.root)
             .map(|m| m.mount_point.clone());
-        let empty = dirs::is_empty_dir(&main).ctx(|| format!("read root {}", self.root))?;
-        let snaps = open_dir_beneath(&self.top, &self.snapshots).ok();
+        let empty = dirs::is_empty_dir(&main).ctx(|| format!("read root {}", self.t.root))?;
+        let snaps = open_dir_beneath(&self.t.fd, &self.t.snapshots).ok();
         let built = snaps
             .as_ref()
             .map(|s| record::read(s))
@@ -869,9 +746,9 @@ impl Fs for Bcachefs {
         if !fresh {
             if let (Some(b), Some(s)) = (&built, &snaps) {
                 if let Some(src) = self.source_tree(s, &b.source)? {
-                    let tree = self.live_tree(&self.top, &self.root, &self.root)?;
+                    let tree = self.live_tree(&self.t.fd, &self.t.root, &self.t.root)?;
                     fresh = same_tree(&tree, &src)
-                        .ctx(|| format!("compare root {} with {}", self.root, b.source))?;
+                        .ctx(|| format!("compare root {} with {}", self.t.root, b.source))?;
                 }
             }
         }
@@ -879,19 +756,19 @@ impl Fs for Bcachefs {
             began,
             fresh,
             id: info.subvol.to_string(),
-            describe: format!("{} (subvolume {})", self.root, info.subvol),
+            describe: format!("{} (subvolume {})", self.t.root, info.subvol),
             mounted_at,
         }))
     }
 
     fn refusals(&mut self) -> Result<Vec<String>> {
         let mut v = Vec::new();
-        if let Ok((pfd, base)) = self.root_parent_and_base() {
+        if let Ok((pfd, base)) = self.t.root_parent_and_base() {
             if let Ok(me) = io::statx(&pfd, &base) {
                 if self.subvol_root_at(&pfd, &base).ok().flatten().is_none() && me.is_dir() {
                     v.push(format!(
                         "root {} on {} is not a subvolume; create it as one (e.g. `bcachefs subvolume create <top>/{}`)",
-                        self.root, self.source, self.root
+                        self.t.root, self.t.source, self.t.root
                     ));
                 }
             }
@@ -899,43 +776,23 @@ impl Fs for Bcachefs {
         Ok(v)
     }
 
-    fn blank_exists(&mut self) -> Result<Option<bool>> {
-        Ok(self
-            .blank
-            .as_ref()
-            .map(|b| matches!(self.subvol_root_at(&self.top, b), Ok(Some(_)))))
-    }
-
     fn root_unchanged_since_copy(&mut self, copy: &str) -> Result<bool> {
         let snaps = self.snaps_fd()?;
-        let root = self.live_tree(&self.top, &self.root, &self.root)?;
+        let root = self.live_tree(&self.t.fd, &self.t.root, &self.t.root)?;
         let old = self.entry_tree(&snaps, copy)?;
-        same_tree(&root, &old).ctx(|| format!("compare root {} with {copy}", self.root))
+        same_tree(&root, &old).ctx(|| format!("compare root {} with {copy}", self.t.root))
     }
 
     fn is_sealed_copy(&mut self, kept: &str, old: &str) -> Result<bool> {
         let snaps = self.snaps_fd()?;
         let a = self.entry_tree(&snaps, kept)?;
         let b = self.entry_tree(&snaps, old)?;
-        same_tree(&a, &b).ctx(|| format!("compare {}/{kept} with {old}", self.snapshots))
+        same_tree(&a, &b).ctx(|| format!("compare {}/{kept} with {old}", self.t.snapshots))
     }
 
     fn create_snapshots_location(&mut self) -> Result<()> {
-        let (parent, base) = split_parent(&self.snapshots);
-        let pfd = open_dir_beneath(&self.top, parent).ctx(|| {
-            format!(
-                "open the directory that should hold {} (create it first)",
-                self.snapshots
-            )
-        })?;
-        // Checked first: bcachefs logs every failed ioctl, EEXIST included, to the kernel log.
-        if open_dir_beneath(&pfd, base).is_ok() {
-            return Ok(());
-        }
-        io::subvol_create(pfd.as_fd(), base)
-            .ctx(|| format!("create snapshots subvolume {}", self.snapshots))?;
-        fault::point(Point::SnapshotsLocationCreated);
-        Ok(())
+        self.t
+            .create_snapshots_location(|d, n| io::subvol_create(d, n))
     }
 
     fn build(&mut self, name: &str, src: &RootSource) -> Result<()> {
@@ -943,87 +800,63 @@ impl Fs for Bcachefs {
         match src {
             RootSource::Empty => {
                 io::subvol_create(snaps.as_fd(), name)
-                    .ctx(|| format!("create empty subvolume {}/{name}", self.snapshots))?;
+                    .ctx(|| format!("create empty subvolume {}/{name}", self.t.snapshots))?;
                 fault::point(Point::NewRootCreated);
                 // Fresh by being empty; it began at its own birth time.
                 return Ok(());
             }
             RootSource::Blank(b) => {
-                if !matches!(self.subvol_root_at(&self.top, b), Ok(Some(_))) {
+                if !matches!(self.subvol_root_at(&self.t.fd, b), Ok(Some(_))) {
                     return Err(Error::Usage(format!(
                         "blank template {b} is missing or not a subvolume"
                     )));
                 }
-                let t = self.live_tree(&self.top, b, b)?;
+                let t = self.live_tree(&self.t.fd, b, b)?;
                 self.clone_tree(&t, &snaps, name, b)?;
             }
             RootSource::OldRoot(n) => {
                 let t = self.entry_tree(&snaps, n)?;
-                self.clone_tree(&t, &snaps, name, &format!("{}/{n}", self.snapshots))?;
+                self.clone_tree(&t, &snaps, name, &format!("{}/{n}", self.t.snapshots))?;
             }
         }
         // A snapshot's root directory carries its source's birth time: record when this root
         // began (this command's one clock reading), keeping the live root's own line.
-        let st = io::statx(&snaps, name).ctx(|| format!("statx {}/{name}", self.snapshots))?;
+        let st = io::statx(&snaps, name).ctx(|| format!("statx {}/{name}", self.t.snapshots))?;
         let current = self.root_info()?.map(|i| record_key(i.subvol, i.ino));
-        let mut lines: Vec<Built> = record::read(&snaps)
-            .into_iter()
-            .filter(|b| Some(&b.key) == current.as_ref())
-            .collect();
-        lines.push(Built {
+        let new = Built {
             key: record_key(st.subvol, st.ino),
             began: self.now,
             source: src.clone(),
-        });
-        record::write(&snaps, &self.snapshots, &lines)?;
-        fault::point(Point::NewRootRecorded);
-        Ok(())
+        };
+        record::add(
+            &snaps,
+            &self.t.snapshots,
+            |b| Some(&b.key) == current.as_ref(),
+            new,
+        )
     }
 
     fn copy_root(&mut self, name: &str) -> Result<()> {
         let snaps = self.snaps_fd()?;
-        let tree = self.live_tree(&self.top, &self.root, &self.root)?;
+        let tree = self.live_tree(&self.t.fd, &self.t.root, &self.t.root)?;
         self.snapshot_ro(
             &snaps,
             name,
             &tree,
-            &format!("root {}", self.root),
+            &format!("root {}", self.t.root),
             (Point::CopyStaged, Point::CopyNested),
         )
     }
 
     fn move_root(&mut self, to: &str) -> Result<()> {
-        let snaps = self.snaps_fd()?;
-        let (pfd, base) = self.root_parent_and_base()?;
+        let (pfd, base) = self.t.root_parent_and_base()?;
         if self.subvol_root_at(&pfd, &base).ok().flatten().is_none() {
             return Err(Error::Refused(format!(
                 "root {} is not a subvolume; not moving it",
-                self.root
+                self.t.root
             )));
         }
-        self.rename_noreplace(
-            &pfd,
-            &base,
-            &snaps,
-            to,
-            format!("move root {} to {}/{to}", self.root, self.snapshots),
-        )?;
-        fault::point(Point::MoveMoved);
-        Ok(())
-    }
-
-    fn activate(&mut self, from: &str) -> Result<()> {
-        let snaps = self.snaps_fd()?;
-        let (pfd, base) = self.root_parent_and_base()?;
-        self.rename_noreplace(
-            &snaps,
-            from,
-            &pfd,
-            &base,
-            format!("move {}/{from} to {}", self.snapshots, self.root),
-        )?;
-        fault::point(Point::ActivateMoved);
-        Ok(())
+        self.t.move_root(to)
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<()> {
@@ -1039,7 +872,7 @@ impl Fs for Bcachefs {
             Ok(fd) => fd,
             // Already sealed by an earlier, interrupted run.
             Err(Errno::NOENT) if open_dir_beneath(&snaps, to).is_ok() => return Ok(()),
-            Err(e) => return Err(Error::sys(format!("open {}/{kept}", self.snapshots), e)),
+            Err(e) => return Err(Error::sys(format!("open {}/{kept}", self.t.snapshots), e)),
         };
         if is_readonly(&fd) {
             // An audit copy: read-only since it was made, with its store beside it.
@@ -1050,7 +883,7 @@ impl Fs for Bcachefs {
         let staging = layout::incomplete(to);
         self.destroy_store(&layout::store(&staging))?;
         self.destroy_subvol_tree(&staging)?;
-        let what = format!("{}/{kept}", self.snapshots);
+        let what = format!("{}/{kept}", self.t.snapshots);
         let tree = self.live_tree(&snaps, kept, &what)?;
         self.snapshot_ro(
             &snaps,
@@ -1066,13 +899,7 @@ impl Fs for Bcachefs {
         // The writable original goes.
         let id = io::statx(&fd, "").ctx(|| format!("statx {what}"))?.subvol;
         let doomed = layout::retired_root(&format!("kept-{id}"));
-        self.rename_noreplace(
-            &snaps,
-            kept,
-            &snaps,
-            &doomed,
-            format!("rename {what} to {doomed}"),
-        )?;
+        self.t.rename(&snaps, kept, &doomed)?;
         self.destroy_subvol_tree(&doomed)
     }
 
@@ -1085,14 +912,8 @@ impl Fs for Bcachefs {
         self.destroy_subvol_tree(name)
     }
 
-    fn set_pinned(&mut self, name: &str, pinned: bool) -> Result<()> {
-        let snaps = self.snaps_fd()?;
-        pins::set(&snaps, &self.snapshots, name, pinned)
-    }
-
     fn sync(&mut self) -> Result<()> {
-        rustix::fs::syncfs(&self.top).ctx(|| format!("syncfs bcachefs {}", self.source))?;
-        fault::point(Point::SyncDone);
+        rustix::fs::syncfs(&self.t.fd).ctx(|| format!("syncfs bcachefs {}", self.t.source))?;
         Ok(())
     }
 
@@ -1101,52 +922,32 @@ impl Fs for Bcachefs {
     /// renamed into place after the old baseline is deleted (a crash in between leaves no
     /// baseline, and `.incomplete.*` leftovers that the next run discards).
     fn take_baseline(&mut self) -> Result<()> {
-        self.create_snapshots_location()?;
         let snaps = self.snaps_fd()?;
-        let staging = layout::incomplete(BASELINE.trim_start_matches('.'));
+        let staging = layout::BASELINE_STAGING;
         self.destroy_store(&layout::store(&staging))?;
         self.destroy_subvol_tree(&staging)?;
-        let tree = self.live_tree(&self.top, &self.root, &self.root)?;
+        let tree = self.live_tree(&self.t.fd, &self.t.root, &self.t.root)?;
         self.snapshot_ro(
             &snaps,
             &staging,
             &tree,
-            &format!("root {}", self.root),
+            &format!("root {}", self.t.root),
             (Point::BaselineStaged, Point::BaselineStaged),
         )?;
         self.destroy_store(&layout::store(BASELINE))?;
         self.destroy_subvol_tree(BASELINE)?;
         self.rename_with_store(&snaps, &staging, BASELINE)?;
-        fault::point(Point::BaselineDone);
-        self.sync()
-    }
-
-    fn close(mut self: Box<Self>) -> Result<()> {
-        let m = self.mount.take();
-        drop(self);
-        match m {
-            Some(m) => m.unmount(),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
 
 #[cfg(feature = "tools")]
 impl Browse for Bcachefs {
-    fn root_path(&mut self) -> Result<PathBuf> {
-        Ok(self.mount_path().join(&self.root))
-    }
-
-    fn entry_path(&mut self, name: &str) -> Result<PathBuf> {
-        Ok(self.mount_path().join(&self.snapshots).join(name))
-    }
+    dirs::top_paths!();
 
     fn entry_nested(&mut self, name: &str) -> Result<Vec<(String, PathBuf)>> {
         let snaps = self.snaps_fd()?;
-        let store = self
-            .mount_path()
-            .join(&self.snapshots)
-            .join(layout::store(name));
+        let store = self.t.entry_path(&layout::store(name));
         Ok(self
             .store_entries(&snaps, name)?
             .into_iter()
@@ -1155,13 +956,13 @@ impl Browse for Bcachefs {
     }
 
     fn baseline_path(&mut self) -> Result<Option<PathBuf>> {
-        let snaps = match open_dir_beneath(&self.top, &self.snapshots) {
+        let snaps = match open_dir_beneath(&self.t.fd, &self.t.snapshots) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(None),
-            Err(e) => return Err(Error::sys(format!("open {}", self.snapshots), e)),
+            Err(e) => return Err(Error::sys(format!("open {}", self.t.snapshots), e)),
         };
         Ok(match self.subvol_root_at(&snaps, BASELINE) {
-            Ok(Some(_)) => Some(self.mount_path().join(&self.snapshots).join(BASELINE)),
+            Ok(Some(_)) => Some(self.t.entry_path(BASELINE)),
             _ => None,
         })
     }

@@ -7,45 +7,33 @@
 //! snapshots location.
 
 use super::btrfs_ioctl as io;
-use super::dirs::{self, open_dir_beneath, pins, record, Built};
+use super::dirs::{self, join_os, open_dir_beneath, pins, record, split_os, Built, Top};
 #[cfg(feature = "tools")]
 use super::Browse;
 use super::{Facts, Fs, RawEntry, RootFacts, RootSource};
 use crate::config::Settings;
 use crate::error::{Context, Error, Result};
 use crate::fault::{self, Point};
-use crate::layout::{self, split_parent, BASELINE};
-use crate::mounts::{self, Mounted};
+use crate::layout::{self, BASELINE};
+use crate::mounts;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+#[cfg(feature = "tools")]
+use std::path::PathBuf;
 
 #[cfg(feature = "tools")]
 #[path = "btrfs_inspect.rs"]
 pub mod inspect;
 
 pub struct Btrfs {
-    device: String,
-    root: String,
-    snapshots: String,
-    blank: Option<String>,
-    mount: Option<Mounted>,
-    top: OwnedFd,
-    /// major:minor of the filesystem as mountinfo shows it.
-    dev: (u32, u32),
+    t: Top,
 }
 
 pub fn open(members: &[String], s: &Settings, _now: i64) -> Result<Box<dyn super::Backend>> {
-    Ok(Box::new(Btrfs::open(
-        &members[0],
-        members,
-        &s.root,
-        &s.snapshots,
-        s.blank.as_deref(),
-    )?))
+    Ok(Box::new(Btrfs::open(members, s)?))
 }
 
 fn is_subvol_root(fd: impl AsFd) -> Result<bool, Errno> {
@@ -66,20 +54,6 @@ fn record_key(info: &io::SubvolInfo) -> String {
     format!("btrfs:{}:{}", hex(&info.uuid), info.generation)
 }
 
-/// `a/b` for byte paths (nested subvolume paths are bytes, like every name).
-fn join_os(a: &OsStr, b: &OsStr) -> OsString {
-    if a.is_empty() {
-        return b.to_os_string();
-    }
-    if b.is_empty() {
-        return a.to_os_string();
-    }
-    let mut v = a.as_bytes().to_vec();
-    v.push(b'/');
-    v.extend_from_slice(b.as_bytes());
-    OsString::from_vec(v)
-}
-
 /// Is any of `nested` (paths relative to the victim) strictly below `rel` ("" = the victim)?
 fn has_nested_below(rel: &OsStr, nested: &[(OsString, u64)]) -> bool {
     nested.iter().any(|(p, _)| {
@@ -97,15 +71,10 @@ fn lossy(p: &OsStr) -> String {
 }
 
 impl Btrfs {
-    /// Mount the top level of `device` on a private directory. The caller has entered a private
-    /// mount namespace.
-    pub fn open(
-        device: &str,
-        members: &[String],
-        root: &str,
-        snapshots: &str,
-        blank: Option<&str>,
-    ) -> Result<Btrfs> {
+    /// Mount the top level of the filesystem on a private directory. The caller has entered a
+    /// private mount namespace.
+    pub fn open(members: &[String], s: &Settings) -> Result<Btrfs> {
+        let device = &members[0];
         if members.len() > 1 {
             if let Ok(ctl) = rustix::fs::open(
                 "/dev/btrfs-control",
@@ -119,76 +88,49 @@ impl Btrfs {
                 }
             }
         }
-        let target = PathBuf::from(format!("{}/top", mounts::RUN_DIR));
-        let mount = Mounted::mount(
+        let t = Top::mount(
             device,
-            &target,
             "btrfs",
-            rustix::mount::MountFlags::NOATIME,
             "subvolid=5",
+            || {
+                format!(
+            "cannot mount {device} as btrfs (EINVAL); is it a complete btrfs filesystem? for a multi-device filesystem all members must be present"
         )
-        .map_err(|e| match e.errno() {
-            Some(n) if n == Errno::INVAL.raw_os_error() => Error::Refused(format!(
-                "cannot mount {device} as btrfs (EINVAL); is it a complete btrfs filesystem? for a multi-device filesystem all members must be present"
-            )),
-            _ => e,
-        })?;
-        let top = rustix::fs::open(
-            &target,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )
-        .ctx(|| format!("open {}", target.display()))?;
-        if !io::is_btrfs(&top).ctx(|| "statfs top level")? {
+            },
+            s,
+        )?;
+        if !io::is_btrfs(&t.fd).ctx(|| "statfs top level")? {
             return Err(Error::Refused(format!("{device} did not mount as btrfs")));
         }
-        let mi = mounts::read_mountinfo()?;
-        let me = mi
-            .iter()
-            .rev()
-            .find(|m| Path::new(&m.mount_point) == target)
-            .ok_or_else(|| Error::Other(format!("our mount of {device} is not in mountinfo")))?;
-        let dev = (me.major, me.minor);
         // Root items (generation numbers) are updated only at transaction commit. If the
         // filesystem is mounted elsewhere too (after boot; tests), recent writes may not be
         // committed yet: commit, so "unchanged since created/copied" is decided on real data. In
         // the initrd nothing else has it mounted and this commit is skipped.
-        let elsewhere = mi
-            .iter()
-            .any(|m| (m.major, m.minor) == dev && Path::new(&m.mount_point) != target);
-        if elsewhere {
-            io::sync(top.as_fd()).ctx(|| format!("commit btrfs transaction on {device}"))?;
+        if t.mounted_elsewhere {
+            io::sync(t.fd.as_fd()).ctx(|| format!("commit btrfs transaction on {device}"))?;
         }
-        Ok(Btrfs {
-            device: device.to_string(),
-            root: root.trim_matches('/').to_string(),
-            snapshots: snapshots.trim_matches('/').to_string(),
-            blank: blank.map(|b| b.trim_matches('/').to_string()),
-            mount: Some(mount),
-            top,
-            dev,
-        })
+        Ok(Btrfs { t })
     }
 
     fn snaps_fd(&self) -> Result<OwnedFd> {
-        open_dir_beneath(&self.top, &self.snapshots).ctx(|| {
-            format!(
-                "open snapshots location {} on {}",
-                self.snapshots, self.device
-            )
-        })
+        self.t.snaps_fd()
+    }
+
+    /// Is `rel` (below the top) a subvolume?
+    fn is_subvolume(&self, rel: &str) -> bool {
+        open_dir_beneath(&self.t.fd, rel).is_ok_and(|fd| is_subvol_root(&fd).unwrap_or(false))
     }
 
     fn root_fd(&self) -> Result<Option<OwnedFd>> {
-        match open_dir_beneath(&self.top, &self.root) {
+        match open_dir_beneath(&self.t.fd, &self.t.root) {
             Ok(fd) => Ok(Some(fd)),
             Err(Errno::NOENT) => Ok(None),
             Err(Errno::XDEV) | Err(Errno::LOOP) | Err(Errno::NOTDIR) => Err(Error::Refused(format!(
                 "root path {} escapes the filesystem, contains a symlink or is not a directory; name a subvolume relative to the top level, e.g. @root",
-                self.root
+                self.t.root
             ))),
             Err(e) => Err(Error::sys(
-                format!("open root {} on {}", self.root, self.device),
+                format!("open root {} on {}", self.t.root, self.t.source),
                 e,
             )),
         }
@@ -199,15 +141,15 @@ impl Btrfs {
         let mut out = Vec::new();
         let mut stack = vec![(OsString::new(), id)];
         while let Some((prefix, pid)) = stack.pop() {
-            let mut kids = io::child_refs(self.top.as_fd(), pid).ctx(|| {
+            let mut kids = io::child_refs(self.t.fd.as_fd(), pid).ctx(|| {
                 format!(
                     "list child subvolumes of subvolume {pid} on {}",
-                    self.device
+                    self.t.source
                 )
             })?;
             kids.sort_by(|a, b| a.2.cmp(&b.2));
             for (cid, dirid, name) in kids.into_iter().rev() {
-                let dir = match io::ino_lookup(self.top.as_fd(), pid, dirid) {
+                let dir = match io::ino_lookup(self.t.fd.as_fd(), pid, dirid) {
                     Ok(d) => d,
                     Err(Errno::NOENT) => continue,
                     Err(e) => return Err(Error::sys(format!("INO_LOOKUP in subvolume {pid}"), e)),
@@ -234,29 +176,29 @@ impl Btrfs {
     fn destroy_in_snapshots(&self, name: &str) -> Result<()> {
         let snaps = self.snaps_fd()?;
         let s_sub = io::subvol_info(snaps.as_fd())
-            .ctx(|| format!("GET_SUBVOL_INFO {}", self.snapshots))?
+            .ctx(|| format!("GET_SUBVOL_INFO {}", self.t.snapshots))?
             .id;
         let s_ino = rustix::fs::fstat(&snaps).ctx(|| "fstat")?.st_ino;
         let fd = match open_dir_beneath(&snaps, name) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(()),
-            Err(e) => return Err(Error::sys(format!("open {}/{name}", self.snapshots), e)),
+            Err(e) => return Err(Error::sys(format!("open {}/{name}", self.t.snapshots), e)),
         };
         if !is_subvol_root(&fd).ctx(|| "fstat")? {
             return Err(Error::Refused(format!(
                 "{}/{name} is not a subvolume; refusing to delete it (remove it by hand if it is yours)",
-                self.snapshots
+                self.t.snapshots
             )));
         }
         let info = io::subvol_info(fd.as_fd())
-            .ctx(|| format!("GET_SUBVOL_INFO {}/{name}", self.snapshots))?;
-        let proven = io::parent_ref(self.top.as_fd(), info.id)
+            .ctx(|| format!("GET_SUBVOL_INFO {}/{name}", self.t.snapshots))?;
+        let proven = io::parent_ref(self.t.fd.as_fd(), info.id)
             .ctx(|| format!("look up the parent of subvolume {}", info.id))?
             .is_some_and(|(p, dirid, n)| p == s_sub && dirid == s_ino && n == OsStr::new(name));
         if !proven {
             return Err(Error::Refused(format!(
                 "subvolume {} ({}/{name}) is not proven to be inside the snapshots location; not deleting it",
-                info.id, self.snapshots
+                info.id, self.t.snapshots
             )));
         }
         let nested = self.nested(info.id)?;
@@ -269,14 +211,14 @@ impl Btrfs {
             .collect();
         for rel in &parents {
             let f = open_dir_beneath(&snaps, rel)
-                .ctx(|| format!("open {}/{}", self.snapshots, lossy(rel)))?;
+                .ctx(|| format!("open {}/{}", self.t.snapshots, lossy(rel)))?;
             let flags = io::get_flags(f.as_fd())
-                .ctx(|| format!("get flags of {}/{}", self.snapshots, lossy(rel)))?;
+                .ctx(|| format!("get flags of {}/{}", self.t.snapshots, lossy(rel)))?;
             if flags & io::SUBVOL_RDONLY != 0 {
                 io::set_flags(f.as_fd(), flags & !io::SUBVOL_RDONLY).ctx(|| {
                     format!(
                         "make {}/{} writable for deletion",
-                        self.snapshots,
+                        self.t.snapshots,
                         lossy(rel)
                     )
                 })?;
@@ -285,20 +227,20 @@ impl Btrfs {
         fault::point(Point::DeleteWritable);
         for (rel, id) in nested.iter().rev() {
             // Each child's back reference must lead into the victim tree we enumerated.
-            let parent_ok = io::parent_ref(self.top.as_fd(), *id)
+            let parent_ok = io::parent_ref(self.t.fd.as_fd(), *id)
                 .ctx(|| format!("look up the parent of subvolume {id}"))?
                 .is_some_and(|(p, _, _)| p == info.id || nested.iter().any(|(_, n)| *n == p));
             if !parent_ok {
                 return Err(Error::Refused(format!(
                     "nested subvolume {id} ({}/{name}/{}) moved while deleting; stopping",
-                    self.snapshots,
+                    self.t.snapshots,
                     lossy(rel)
                 )));
             }
             io::snap_destroy_by_id(snaps.as_fd(), *id).ctx(|| {
                 format!(
                     "delete nested subvolume {}/{name}/{} (id {id})",
-                    self.snapshots,
+                    self.t.snapshots,
                     lossy(rel)
                 )
             })?;
@@ -307,7 +249,7 @@ impl Btrfs {
         io::snap_destroy_by_id(snaps.as_fd(), info.id).ctx(|| {
             format!(
                 "delete subvolume {}/{name} (id {})",
-                self.snapshots, info.id
+                self.t.snapshots, info.id
             )
         })?;
         fault::point(Point::DeleteDeleted);
@@ -327,14 +269,14 @@ impl Btrfs {
         let src_info =
             io::subvol_info(src.as_fd()).ctx(|| format!("GET_SUBVOL_INFO {src_desc}"))?;
         io::snap_create(dst_dir.as_fd(), src.as_fd(), OsStr::new(name), false)
-            .ctx(|| format!("snapshot {src_desc} as {}/{name}", self.snapshots))?;
+            .ctx(|| format!("snapshot {src_desc} as {}/{name}", self.t.snapshots))?;
         fault::point(points.0);
         let nested = self.nested(src_info.id)?;
         if nested.is_empty() {
             return Ok(());
         }
         let dst =
-            open_dir_beneath(dst_dir, name).ctx(|| format!("open {}/{name}", self.snapshots))?;
+            open_dir_beneath(dst_dir, name).ctx(|| format!("open {}/{name}", self.t.snapshots))?;
         for (rel, id) in &nested {
             let child =
                 open_dir_beneath(src, rel).ctx(|| format!("open {src_desc}/{}", lossy(rel)))?;
@@ -348,14 +290,14 @@ impl Btrfs {
             }
             let (parent, base) = split_os(rel);
             let pdir = open_dir_beneath(&dst, parent)
-                .ctx(|| format!("open {}/{name}/{}", self.snapshots, lossy(parent)))?;
+                .ctx(|| format!("open {}/{name}/{}", self.t.snapshots, lossy(parent)))?;
             match rustix::fs::unlinkat(&pdir, base, rustix::fs::AtFlags::REMOVEDIR) {
                 Ok(()) | Err(Errno::NOENT) => {}
                 Err(e) => {
                     return Err(Error::sys(
                         format!(
                             "remove placeholder {}/{name}/{}",
-                            self.snapshots,
+                            self.t.snapshots,
                             lossy(rel)
                         ),
                         e,
@@ -366,7 +308,7 @@ impl Btrfs {
                 format!(
                     "snapshot nested {src_desc}/{} into {}/{name}",
                     lossy(rel),
-                    self.snapshots
+                    self.t.snapshots
                 )
             })?;
             fault::point(points.1);
@@ -374,24 +316,14 @@ impl Btrfs {
         Ok(())
     }
 
-    fn root_parent_and_base(&self) -> Result<(OwnedFd, String)> {
-        let (parent, base) = split_parent(&self.root);
-        let fd = open_dir_beneath(&self.top, parent).ctx(|| {
-            format!(
-                "open the directory holding root {} on {}",
-                self.root, self.device
-            )
-        })?;
-        Ok((fd, base.to_string()))
-    }
-
     /// Make `<snapshots>/<rel>` and every subvolume nested in it read-only, children first (once a
     /// parent is read-only nothing below it may change its entries). Already read-only ones are
     /// left alone, so this is safe to repeat after a crash.
     fn make_tree_readonly(&self, snaps: &OwnedFd, rel: &str) -> Result<()> {
-        let top = open_dir_beneath(snaps, rel).ctx(|| format!("open {}/{rel}", self.snapshots))?;
+        let top =
+            open_dir_beneath(snaps, rel).ctx(|| format!("open {}/{rel}", self.t.snapshots))?;
         let info = io::subvol_info(top.as_fd())
-            .ctx(|| format!("GET_SUBVOL_INFO {}/{rel}", self.snapshots))?;
+            .ctx(|| format!("GET_SUBVOL_INFO {}/{rel}", self.t.snapshots))?;
         let nested = self.nested(info.id)?;
         let paths = nested
             .iter()
@@ -400,12 +332,12 @@ impl Btrfs {
             .chain(std::iter::once(OsString::from(rel)));
         for path in paths {
             let f = open_dir_beneath(snaps, &path)
-                .ctx(|| format!("open {}/{}", self.snapshots, lossy(&path)))?;
+                .ctx(|| format!("open {}/{}", self.t.snapshots, lossy(&path)))?;
             let flags = io::get_flags(f.as_fd())
-                .ctx(|| format!("get flags of {}/{}", self.snapshots, lossy(&path)))?;
+                .ctx(|| format!("get flags of {}/{}", self.t.snapshots, lossy(&path)))?;
             if flags & io::SUBVOL_RDONLY == 0 {
                 io::set_flags(f.as_fd(), flags | io::SUBVOL_RDONLY)
-                    .ctx(|| format!("make {}/{} read-only", self.snapshots, lossy(&path)))?;
+                    .ctx(|| format!("make {}/{} read-only", self.t.snapshots, lossy(&path)))?;
             }
         }
         Ok(())
@@ -420,25 +352,6 @@ impl Btrfs {
                 .all(|(p, _)| open_dir_beneath(fd, p).is_ok_and(|f| ro(&f)))
     }
 
-    fn rename_in(
-        &self,
-        from_dir: &OwnedFd,
-        from: &str,
-        to_dir: &OwnedFd,
-        to: &str,
-        what: String,
-    ) -> Result<()> {
-        rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::NOREPLACE).ctx(|| what)
-    }
-
-    #[cfg(feature = "tools")]
-    fn mount_path(&self) -> PathBuf {
-        self.mount
-            .as_ref()
-            .map(|m| m.path.clone())
-            .unwrap_or_default()
-    }
-
     fn root_info(&self) -> Result<Option<(OwnedFd, io::SubvolInfo)>> {
         let Some(fd) = self.root_fd()? else {
             return Ok(None);
@@ -446,50 +359,22 @@ impl Btrfs {
         if !is_subvol_root(&fd).ctx(|| "fstat root")? {
             return Err(Error::Refused(format!(
                 "root {} on {} is a plain directory, not a subvolume; create it with `btrfs subvolume create`",
-                self.root, self.device
+                self.t.root, self.t.source
             )));
         }
-        let info = io::subvol_info(fd.as_fd()).ctx(|| format!("GET_SUBVOL_INFO {}", self.root))?;
+        let info =
+            io::subvol_info(fd.as_fd()).ctx(|| format!("GET_SUBVOL_INFO {}", self.t.root))?;
         Ok(Some((fd, info)))
     }
 }
 
-fn split_os(p: &OsStr) -> (&OsStr, &OsStr) {
-    let b = p.as_bytes();
-    match b.iter().rposition(|&c| c == b'/') {
-        Some(i) => (OsStr::from_bytes(&b[..i]), OsStr::from_bytes(&b[i + 1..])),
-        None => (OsStr::new(""), p),
-    }
-}
-
 impl Fs for Btrfs {
-    fn describe(&self) -> String {
-        format!("btrfs on {}", self.device)
-    }
-
-    fn snapshots_label(&self) -> String {
-        self.snapshots.clone()
-    }
-
-    fn snapshots_exists(&mut self) -> Result<bool> {
-        match open_dir_beneath(&self.top, &self.snapshots) {
-            Ok(_) => Ok(true),
-            Err(Errno::NOENT) => Ok(false),
-            Err(Errno::NOTDIR) => Err(Error::Refused(format!(
-                "snapshots location {} exists but is not a directory",
-                self.snapshots
-            ))),
-            Err(e) => Err(Error::sys(
-                format!("open snapshots location {}", self.snapshots),
-                e,
-            )),
-        }
-    }
+    dirs::top_fs!("btrfs on");
 
     fn entries(&mut self) -> Result<Vec<RawEntry>> {
         let snaps = self.snaps_fd()?;
         let mut out = Vec::new();
-        for (name, _) in dirs::entries(&snaps).ctx(|| format!("read {}", self.snapshots))? {
+        for (name, _) in dirs::entries(&snaps).ctx(|| format!("read {}", self.t.snapshots))? {
             let mut facts = Facts::default();
             let st = rustix::fs::statat(&snaps, &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
             match st {
@@ -498,7 +383,7 @@ impl Fs for Btrfs {
                     if let Ok(fd) = open_dir_beneath(&snaps, &name) {
                         if is_subvol_root(&fd).unwrap_or(false) {
                             let info = io::subvol_info(fd.as_fd()).ctx(|| {
-                                format!("GET_SUBVOL_INFO {}/{}", self.snapshots, lossy(&name))
+                                format!("GET_SUBVOL_INFO {}/{}", self.t.snapshots, lossy(&name))
                             })?;
                             let nested = self.nested(info.id)?;
                             facts.tree = true;
@@ -532,10 +417,10 @@ impl Fs for Btrfs {
         };
         let nested = self.nested(info.id)?;
         let mi = mounts::read_mountinfo()?;
-        let by_path = mounts::mounted_below(&mi, self.dev.0, self.dev.1, &self.root);
+        let by_path = mounts::mounted_below(&mi, self.t.dev.0, self.t.dev.1, &self.t.root);
         let by_id = mi
             .iter()
-            .filter(|m| (m.major, m.minor) == self.dev)
+            .filter(|m| (m.major, m.minor) == self.t.dev)
             .find(|m| {
                 m.super_opt("subvolid")
                     .and_then(|s| s.parse::<u64>().ok())
@@ -551,14 +436,14 @@ impl Fs for Btrfs {
             .ok()
             .map(|s| record::read(&s))
             .unwrap_or_default();
-        let fresh = dirs::is_empty_dir(&fd).ctx(|| format!("read root {}", self.root))?
+        let fresh = dirs::is_empty_dir(&fd).ctx(|| format!("read root {}", self.t.root))?
             || (info.generation == info.otransid && !uuid_zero(&info.parent_uuid))
             || recorded.iter().any(|b| b.key == record_key(&info));
         Ok(Some(RootFacts {
             began: info.otime,
             fresh,
             id: info.id.to_string(),
-            describe: format!("{} (subvolume {})", self.root, info.id),
+            describe: format!("{} (subvolume {})", self.t.root, info.id),
             mounted_at: by_path.or(by_id).map(|m| m.mount_point.clone()),
         }))
     }
@@ -566,25 +451,16 @@ impl Fs for Btrfs {
     fn refusals(&mut self) -> Result<Vec<String>> {
         let mut v = Vec::new();
         if let Some((_, info)) = self.root_info()? {
-            if io::default_subvol(self.top.as_fd()).ctx(|| "read the default subvolume")? == info.id
+            if io::default_subvol(self.t.fd.as_fd()).ctx(|| "read the default subvolume")?
+                == info.id
             {
                 v.push(format!(
                     "root {} is the default subvolume of {}, which btrfs cannot delete; run `btrfs subvolume set-default 5 <mountpoint>` and mount the root with subvol={}",
-                    self.root, self.device, self.root
+                    self.t.root, self.t.source, self.t.root
                 ));
             }
         }
         Ok(v)
-    }
-
-    fn blank_exists(&mut self) -> Result<Option<bool>> {
-        Ok(self
-            .blank
-            .as_ref()
-            .map(|b| match open_dir_beneath(&self.top, b) {
-                Ok(fd) => is_subvol_root(&fd).unwrap_or(false),
-                Err(_) => false,
-            }))
     }
 
     fn root_unchanged_since_copy(&mut self, copy: &str) -> Result<bool> {
@@ -596,7 +472,7 @@ impl Fs for Btrfs {
             return Ok(false);
         };
         let c = io::subvol_info(fd.as_fd())
-            .ctx(|| format!("GET_SUBVOL_INFO {}/{copy}", self.snapshots))?;
+            .ctx(|| format!("GET_SUBVOL_INFO {}/{copy}", self.t.snapshots))?;
         // The copy is a snapshot of the root taken after the root's last change.
         Ok(!uuid_zero(&root.uuid) && c.parent_uuid == root.uuid && c.otransid >= root.generation)
     }
@@ -608,20 +484,7 @@ impl Fs for Btrfs {
     }
 
     fn create_snapshots_location(&mut self) -> Result<()> {
-        let (parent, base) = split_parent(&self.snapshots);
-        let pfd = open_dir_beneath(&self.top, parent).ctx(|| {
-            format!(
-                "open the directory that should hold {} (create it first)",
-                self.snapshots
-            )
-        })?;
-        if open_dir_beneath(&pfd, base).is_ok() {
-            return Ok(());
-        }
-        io::subvol_create(pfd.as_fd(), OsStr::new(base))
-            .ctx(|| format!("create snapshots subvolume {}", self.snapshots))?;
-        fault::point(Point::SnapshotsLocationCreated);
-        Ok(())
+        self.t.create_snapshots_location(io::subvol_create)
     }
 
     fn build(&mut self, name: &str, src: &RootSource) -> Result<()> {
@@ -630,22 +493,22 @@ impl Fs for Btrfs {
         match src {
             RootSource::Empty => {
                 io::subvol_create(snaps.as_fd(), OsStr::new(name))
-                    .ctx(|| format!("create empty subvolume {}/{name}", self.snapshots))?;
+                    .ctx(|| format!("create empty subvolume {}/{name}", self.t.snapshots))?;
                 fault::point(Point::NewRootCreated);
                 // Empty: fresh by being empty; it began when it was created (its otime).
                 return Ok(());
             }
             RootSource::Blank(b) => {
                 let fd =
-                    open_dir_beneath(&self.top, b).ctx(|| format!("open blank template {b}"))?;
+                    open_dir_beneath(&self.t.fd, b).ctx(|| format!("open blank template {b}"))?;
                 self.clone_tree(&fd, b, &snaps, name, points)?;
             }
             RootSource::OldRoot(n) => {
                 let fd = open_dir_beneath(&snaps, n)
-                    .ctx(|| format!("open old root {}/{n}", self.snapshots))?;
+                    .ctx(|| format!("open old root {}/{n}", self.t.snapshots))?;
                 self.clone_tree(
                     &fd,
-                    &format!("{}/{n}", self.snapshots),
+                    &format!("{}/{n}", self.t.snapshots),
                     &snaps,
                     name,
                     points,
@@ -654,37 +517,34 @@ impl Fs for Btrfs {
         }
         // Assembling nested subvolumes changed the new root after its snapshot was taken:
         // commit, and record its generation so the next run knows nothing has touched it.
-        io::sync(self.top.as_fd())
-            .ctx(|| format!("commit btrfs transaction on {}", self.device))?;
+        io::sync(self.t.fd.as_fd())
+            .ctx(|| format!("commit btrfs transaction on {}", self.t.source))?;
         let nr =
-            open_dir_beneath(&snaps, name).ctx(|| format!("open {}/{name}", self.snapshots))?;
+            open_dir_beneath(&snaps, name).ctx(|| format!("open {}/{name}", self.t.snapshots))?;
         let info = io::subvol_info(nr.as_fd()).ctx(|| "GET_SUBVOL_INFO new root")?;
-        let current = self.root_info()?.map(|(_, i)| hex(&i.uuid));
-        let mut lines: Vec<Built> = record::read(&snaps)
-            .into_iter()
-            .filter(|b| {
-                current
-                    .as_ref()
-                    .is_some_and(|u| b.key.starts_with(&format!("btrfs:{u}:")))
-            })
-            .collect();
-        lines.push(Built {
+        let current = self
+            .root_info()?
+            .map(|(_, i)| format!("btrfs:{}:", hex(&i.uuid)));
+        let new = Built {
             key: record_key(&info),
             began: info.otime,
             source: src.clone(),
-        });
-        record::write(&snaps, &self.snapshots, &lines)?;
-        fault::point(Point::NewRootRecorded);
-        Ok(())
+        };
+        record::add(
+            &snaps,
+            &self.t.snapshots,
+            |b| current.as_ref().is_some_and(|u| b.key.starts_with(u)),
+            new,
+        )
     }
 
     fn copy_root(&mut self, name: &str) -> Result<()> {
         let snaps = self.snaps_fd()?;
-        let root =
-            open_dir_beneath(&self.top, &self.root).ctx(|| format!("open root {}", self.root))?;
+        let root = open_dir_beneath(&self.t.fd, &self.t.root)
+            .ctx(|| format!("open root {}", self.t.root))?;
         self.clone_tree(
             &root,
-            &self.root,
+            &self.t.root,
             &snaps,
             name,
             (Point::CopyStaged, Point::CopyNested),
@@ -692,42 +552,11 @@ impl Fs for Btrfs {
     }
 
     fn move_root(&mut self, to: &str) -> Result<()> {
-        let snaps = self.snaps_fd()?;
-        let (pfd, base) = self.root_parent_and_base()?;
-        self.rename_in(
-            &pfd,
-            &base,
-            &snaps,
-            to,
-            format!("move root {} to {}/{to}", self.root, self.snapshots),
-        )?;
-        fault::point(Point::MoveMoved);
-        Ok(())
-    }
-
-    fn activate(&mut self, from: &str) -> Result<()> {
-        let snaps = self.snaps_fd()?;
-        let (pfd, base) = self.root_parent_and_base()?;
-        self.rename_in(
-            &snaps,
-            from,
-            &pfd,
-            &base,
-            format!("move {}/{from} to {}", self.snapshots, self.root),
-        )?;
-        fault::point(Point::ActivateMoved);
-        Ok(())
+        self.t.move_root(to)
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<()> {
-        let snaps = self.snaps_fd()?;
-        self.rename_in(
-            &snaps,
-            from,
-            &snaps,
-            to,
-            format!("rename {}/{from} to {to}", self.snapshots),
-        )?;
+        self.t.rename(&self.snaps_fd()?, from, to)?;
         fault::point(Point::RenameDone);
         Ok(())
     }
@@ -738,17 +567,11 @@ impl Fs for Btrfs {
             Ok(_) => {}
             // Already sealed by an earlier, interrupted run.
             Err(Errno::NOENT) if open_dir_beneath(&snaps, to).is_ok() => return Ok(()),
-            Err(e) => return Err(Error::sys(format!("open {}/{kept}", self.snapshots), e)),
+            Err(e) => return Err(Error::sys(format!("open {}/{kept}", self.t.snapshots), e)),
         }
         self.make_tree_readonly(&snaps, kept)?;
         fault::point(Point::SealReadonly);
-        self.rename_in(
-            &snaps,
-            kept,
-            &snaps,
-            to,
-            format!("rename {}/{kept} to {to}", self.snapshots),
-        )?;
+        self.t.rename(&snaps, kept, to)?;
         fault::point(Point::SealCommitted);
         Ok(())
     }
@@ -757,75 +580,46 @@ impl Fs for Btrfs {
         self.destroy_in_snapshots(name)
     }
 
-    fn set_pinned(&mut self, name: &str, pinned: bool) -> Result<()> {
-        let snaps = self.snaps_fd()?;
-        pins::set(&snaps, &self.snapshots, name, pinned)
-    }
-
     fn sync(&mut self) -> Result<()> {
-        io::sync(self.top.as_fd())
-            .ctx(|| format!("commit btrfs transaction on {}", self.device))?;
-        fault::point(Point::SyncDone);
+        io::sync(self.t.fd.as_fd())
+            .ctx(|| format!("commit btrfs transaction on {}", self.t.source))?;
         Ok(())
     }
 
     /// A read-only snapshot of the root (and its nested subvolumes) as `.baseline`, built as
     /// `.incomplete.baseline` and swapped in with `RENAME_EXCHANGE`.
     fn take_baseline(&mut self) -> Result<()> {
-        self.create_snapshots_location()?;
         let snaps = self.snaps_fd()?;
-        let staging = layout::incomplete(BASELINE.trim_start_matches('.'));
+        let staging = layout::BASELINE_STAGING;
         // A leftover from an interrupted run.
-        self.destroy_in_snapshots(&staging)?;
-        let root = open_dir_beneath(&self.top, &self.root)
-            .ctx(|| format!("open root {} on {}", self.root, self.device))?;
+        self.destroy_in_snapshots(staging)?;
+        let root = open_dir_beneath(&self.t.fd, &self.t.root)
+            .ctx(|| format!("open root {} on {}", self.t.root, self.t.source))?;
         self.clone_tree(
             &root,
-            &self.root,
+            &self.t.root,
             &snaps,
             &staging,
             (Point::BaselineStaged, Point::BaselineStaged),
         )?;
         self.make_tree_readonly(&snaps, &staging)?;
-        match rustix::fs::renameat_with(&snaps, &staging, &snaps, BASELINE, RenameFlags::EXCHANGE) {
+        match rustix::fs::renameat_with(&snaps, staging, &snaps, BASELINE, RenameFlags::EXCHANGE) {
             Ok(()) => self.destroy_in_snapshots(&staging)?,
-            Err(Errno::NOENT) => self.rename_in(
-                &snaps,
-                &staging,
-                &snaps,
-                BASELINE,
-                format!("rename {}/{staging} to {BASELINE}", self.snapshots),
-            )?,
+            Err(Errno::NOENT) => self.t.rename(&snaps, &staging, BASELINE)?,
             Err(e) => {
                 return Err(Error::sys(
-                    format!("swap {}/{staging} with {BASELINE}", self.snapshots),
+                    format!("swap {}/{staging} with {BASELINE}", self.t.snapshots),
                     e,
                 ))
             }
         }
-        fault::point(Point::BaselineDone);
-        self.sync()
-    }
-
-    fn close(mut self: Box<Self>) -> Result<()> {
-        let m = self.mount.take();
-        drop(self);
-        match m {
-            Some(m) => m.unmount(),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
 
 #[cfg(feature = "tools")]
 impl Browse for Btrfs {
-    fn root_path(&mut self) -> Result<PathBuf> {
-        Ok(self.mount_path().join(&self.root))
-    }
-
-    fn entry_path(&mut self, name: &str) -> Result<PathBuf> {
-        Ok(self.mount_path().join(&self.snapshots).join(name))
-    }
+    dirs::top_paths!();
 
     fn entry_nested(&mut self, _name: &str) -> Result<Vec<(String, PathBuf)>> {
         Ok(Vec::new())
@@ -836,9 +630,7 @@ impl Browse for Btrfs {
             return Ok(None);
         };
         Ok(match open_dir_beneath(&snaps, BASELINE) {
-            Ok(fd) if is_subvol_root(&fd).unwrap_or(false) => {
-                Some(self.mount_path().join(&self.snapshots).join(BASELINE))
-            }
+            Ok(fd) if is_subvol_root(&fd).unwrap_or(false) => Some(self.t.entry_path(BASELINE)),
             _ => None,
         })
     }
@@ -861,9 +653,9 @@ impl Browse for Btrfs {
     fn exclusive_bytes(&mut self, name: &str) -> Result<Option<(u64, bool)>> {
         let snaps = self.snaps_fd()?;
         let fd =
-            open_dir_beneath(&snaps, name).ctx(|| format!("open {}/{name}", self.snapshots))?;
+            open_dir_beneath(&snaps, name).ctx(|| format!("open {}/{name}", self.t.snapshots))?;
         let id = io::subvol_info(fd.as_fd())
-            .ctx(|| format!("GET_SUBVOL_INFO {}/{name}", self.snapshots))?
+            .ctx(|| format!("GET_SUBVOL_INFO {}/{name}", self.t.snapshots))?
             .id;
         inspect::qgroup_exclusive(fd.as_fd(), id).ctx(|| "read btrfs quota groups")
     }

@@ -145,7 +145,8 @@ pub trait Fs {
     fn set_pinned(&mut self, name: &str, pinned: bool) -> Result<()>;
     /// Make everything done so far durable.
     fn sync(&mut self) -> Result<()>;
-    /// Take a read-only snapshot of the root as the baseline, replacing an older one.
+    /// Take a read-only snapshot of the root as the baseline, replacing an older one (the caller
+    /// has created the snapshots location, and syncs).
     fn take_baseline(&mut self) -> Result<()>;
     /// Unmount and release.
     fn close(self: Box<Self>) -> Result<()>;

@@ -929,7 +929,6 @@ impl Fs for Zfs {
         self.dev
             .pool_sync(&self.pool, false)
             .map_err(|e| ze(format!("sync pool {}", self.pool), e))?;
-        fault::point(Point::SyncDone);
         Ok(())
     }
 
@@ -956,8 +955,7 @@ impl Fs for Zfs {
                 e,
             )
         })?;
-        fault::point(Point::BaselineDone);
-        self.sync()
+        Ok(())
     }
 
     fn close(mut self: Box<Self>) -> Result<()> {

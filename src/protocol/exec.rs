@@ -48,6 +48,10 @@ fn run(fs: &mut dyn Fs, step: &Step) -> Result<()> {
             }
             fs.destroy(&doomed)
         }
-        Step::Sync => fs.sync(),
+        Step::Sync => {
+            fs.sync()?;
+            fault::point(Point::SyncDone);
+            Ok(())
+        }
     }
 }
