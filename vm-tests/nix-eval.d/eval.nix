@@ -10,21 +10,25 @@ let
 
   # ---- shims: the smallest additions that let today's impermanence and preservation evaluate on an
   # older nixpkgs. Each is added only when nixpkgs lacks it (README.md, "NixOS": which and why).
-  # lib.importApply (nixpkgs 24.11): today's impermanence builds its submodules with it.
+  # lib.modules.importApply (nixpkgs 24.11): today's impermanence builds its submodules with it.
   # lib.types.attrsWith (nixpkgs 25.05): preservation's attribute sets; only elemType and lazy
   #   change the merge semantics, placeholder only changes documentation.
+  # (conditions on the original lib: the extension's attribute names must not depend on `prev`)
   shimmedLib = lib.extend (final: prev:
-    lib.optionalAttrs (!(prev ? importApply)) {
-      importApply = modulePath: staticArg: final.setDefaultModuleLocation modulePath (import modulePath staticArg);
+    lib.optionalAttrs (!(lib.modules ? importApply)) {
+      modules = prev.modules // {
+        importApply = modulePath: staticArg: final.setDefaultModuleLocation modulePath (import modulePath staticArg);
+      };
+      importApply = final.modules.importApply;
     }
-    // lib.optionalAttrs (!(prev.types ? attrsWith)) {
+    // lib.optionalAttrs (!(lib.types ? attrsWith)) {
       types = prev.types // {
         attrsWith = { elemType, lazy ? false, placeholder ? "name" }:
           if lazy then prev.types.lazyAttrsOf elemType else prev.types.attrsOf elemType;
       };
     });
   shims = lib.attrNames (lib.filterAttrs (_: v: v) {
-    "lib.importApply" = !(lib ? importApply);
+    "lib.importApply, lib.modules.importApply" = !(lib.modules ? importApply);
     "lib.types.attrsWith" = !(lib.types ? attrsWith);
     "boot.initrd.systemd.tmpfiles (option declared, value ignored)" = needsTmpfilesShim;
   });
@@ -131,6 +135,13 @@ let
 
   # The files the initrd holds for us, for vm-tests/nixos-rendered/<sample>: the same evaluation
   # with the fixed package above.
+  # Rendered with the impermanence stand-in whatever IMPERMANENCE says, so the files do not depend on
+  # which impermanence is at hand (impermanence up to 5f42ef6 adds its bind mounts of /var/log and
+  # /var/lib/nixos to the initrd fstab; today's mounts them with units).
+  renderConfigs = import ./configs.nix {
+    inherit lib repo;
+    module = if module == null then repo + "/nixos-module" else module;
+  };
   describeRendered = name: m: describeGood name { imports = [ m ]; boot.ephemeralRoot.package = renderPackage; };
   renderSamples = [ "btrfs" "bcachefs" "bcachefs-two-devices" "luks-btrfs-emergency" ];
 in
@@ -159,7 +170,7 @@ in
   rendered = {
     nixpkgsVersion = lib.version;
     package = "${renderPackage}";
-    samples = lib.genAttrs renderSamples (n: describeRendered n configs.good.${n});
+    samples = lib.genAttrs renderSamples (n: describeRendered n renderConfigs.good.${n});
   };
 
   # nix-instantiate --eval --strict --json -A zfsSupported --argstr zfsVersionsToCheck '["2.2.0", ...]'
