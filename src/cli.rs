@@ -7,6 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Rollback,
+    Finish,
     List,
     Gc,
     Pin(String),
@@ -37,6 +38,7 @@ pub struct Cli {
     pub nix: bool,
     pub prometheus: bool,
     pub force: bool,
+    pub no_baseline: bool,
     pub to: Option<PathBuf>,
     /// restore: replace a destination of another kind (file/directory/symlink) with --force.
     pub replace_type: bool,
@@ -53,6 +55,8 @@ usage: ephemeral-root [OPTIONS] COMMAND [ARGS] [OPTIONS]
 commands:
   rollback              keep the root as a read-only old root and replace it with a fresh one
                         (the initrd step; --dry-run prints the plan)
+  finish                after boot: make the kept root read-only, prune old roots by the
+                        retention policy, take the baseline (--dry-run, --no-baseline)
   list                  list old roots (--json)
   gc                    apply the retention policy now (--dry-run)
   pin NAME | unpin NAME protect an old root from pruning, or stop protecting it
@@ -78,7 +82,7 @@ options:
   --kernel-cmdline STR  use STR instead of /proc/cmdline
   --lock-wait SECONDS   wait this long for another ephemeral-root changing the same
                         filesystem (default 120; 0 refuses at once)
-  --dry-run  --json  --nix  --prometheus  --force  --to DEST
+  --dry-run  --json  --nix  --prometheus  --force  --to DEST  --no-baseline
   -v, --verbose  -q, --quiet  -h, --help  -V, --version
 ";
 
@@ -147,6 +151,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
             Long("nix") => cli.nix = true,
             Long("prometheus") => cli.prometheus = true,
             Long("force") | Short('f') => cli.force = true,
+            Long("no-baseline") => cli.no_baseline = true,
             Long("verbose") | Short('v') => cli.verbosity += 1,
             Long("quiet") | Short('q') => cli.verbosity -= 1,
             Long("help") | Short('h') => cli.command = Some(Command::Help),
@@ -174,6 +179,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                     "replace-type",
                     "keep-privileges",
                     "lock-wait",
+                    "no-baseline",
                     "verbose",
                     "quiet",
                     "help",
@@ -194,19 +200,16 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
     let Some(cmd) = it.next() else {
         return Err(usage_err("no command given"));
     };
-    let cmd = cmd.into_string().map_err(|c| {
-        usage_err(format!(
-            "unknown command `{}`",
-            crate::restore::cut(c.as_encoded_bytes())
-        ))
-    })?;
+    let cmd = cmd
+        .into_string()
+        .map_err(|c| usage_err(format!("unknown command `{}`", crate::escape::name(&c))))?;
     let raw: Vec<std::ffi::OsString> = it.collect();
     // Old-root names are ASCII; only restore's PATH may be any bytes.
     let name = |i: usize| -> Result<String> {
         raw[i].to_str().map(str::to_string).ok_or_else(|| {
             usage_err(format!(
                 "\"{}\" is not an old-root name (old-root names look like 2026-01-31T08-00-00Z)",
-                crate::restore::cut(raw[i].as_encoded_bytes())
+                crate::escape::name(&raw[i])
             ))
         })
     };
@@ -222,6 +225,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
     };
     let command = match cmd.as_str() {
         "rollback" => want(0..=0, "no arguments").map(|_| Command::Rollback)?,
+        "finish" => want(0..=0, "no arguments").map(|_| Command::Finish)?,
         "list" | "ls" => want(0..=0, "no arguments").map(|_| Command::List)?,
         "gc" => want(0..=0, "no arguments").map(|_| Command::Gc)?,
         "pin" => want(1..=1, "one old-root NAME").and_then(|_| Ok(Command::Pin(name(0)?)))?,
@@ -247,8 +251,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
         "fault-points" => Command::FaultPoints,
         other => {
             let cmds = [
-                "rollback", "list", "gc", "pin", "unpin", "check", "diff", "baseline", "restore",
-                "status", "help",
+                "rollback", "finish", "list", "gc", "pin", "unpin", "check", "diff", "baseline",
+                "restore", "status", "help",
             ];
             let hint = crate::config::suggest(other, &cmds)
                 .map(|s| format!(" (did you mean `{s}`?)"))

@@ -35,9 +35,29 @@ pub const DEFAULT_WAIT_SECS: u64 = 120;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Readers that need the old roots to stay put (`restore`).
+    #[cfg_attr(not(feature = "tools"), allow(dead_code))]
     Shared,
     /// Writers.
     Exclusive,
+}
+
+/// How a command takes the lock.
+pub struct Request<'a> {
+    pub mode: Mode,
+    /// For messages: `rollback`, `gc`, …
+    pub command: &'a str,
+    pub wait: Duration,
+}
+
+impl<'a> Request<'a> {
+    /// `wait`: `--lock-wait SECONDS`, if given.
+    pub fn new(command: &'a str, mode: Mode, wait: Option<u64>) -> Request<'a> {
+        Request {
+            mode,
+            command,
+            wait: Duration::from_secs(wait.unwrap_or(DEFAULT_WAIT_SECS)),
+        }
+    }
 }
 
 /// One line of `/proc/locks` that matters here.
@@ -140,12 +160,9 @@ pub fn describe_holders(fd: BorrowedFd<'_>) -> String {
             let words: Vec<String> = cmd
                 .split(|&b| b == 0)
                 .filter(|w| !w.is_empty())
-                .map(crate::restore::esc)
+                .map(crate::escape::bytes)
                 .collect();
-            format!(
-                "pid {pid} ({})",
-                crate::restore::cut(words.join(" ").as_bytes())
-            )
+            format!("pid {pid} ({})", crate::escape::text(&words.join(" ")))
         })
         .collect::<Vec<_>>()
         .join(", ")

@@ -44,7 +44,6 @@ use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, ResolveFlags, SeekFrom, Sta
 use rustix::io::Errno;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fmt::Write as _;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
@@ -58,63 +57,14 @@ const CHUNK: usize = 3000;
 // ------------------------------------------------------------------------------------------------
 // Showing names
 
-/// Bytes as text for a message: `\\`, `\n`, `\t`, `\r`, and `\xNN` for every other control
-/// character (C0, DEL, C1), bidirectional overrides and bytes that are not UTF-8; the rest as it
-/// is. Reversible and inert on a terminal.
-pub fn esc(b: &[u8]) -> String {
-    let mut o = String::with_capacity(b.len());
-    for chunk in b.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            let u = c as u32;
-            match c {
-                '\\' => o.push_str("\\\\"),
-                '\n' => o.push_str("\\n"),
-                '\t' => o.push_str("\\t"),
-                '\r' => o.push_str("\\r"),
-                _ if u < 0x20
-                    || (0x7f..=0x9f).contains(&u)
-                    || (0x202a..=0x202e).contains(&u)
-                    || (0x2066..=0x2069).contains(&u) =>
-                {
-                    let mut buf = [0u8; 4];
-                    for x in c.encode_utf8(&mut buf).bytes() {
-                        let _ = write!(o, "\\x{x:02x}");
-                    }
-                }
-                c => o.push(c),
-            }
-        }
-        for x in chunk.invalid() {
-            let _ = write!(o, "\\x{x:02x}");
-        }
-    }
-    o
+/// Bytes for a message, escaped (src/escape.rs).
+fn esc(b: &[u8]) -> String {
+    crate::escape::bytes(b)
 }
 
-/// How many bytes of a long name a message keeps at each end.
-pub const CUT_KEEP: usize = 100;
-
-/// [`esc`], and for more than `2 * CUT_KEEP` bytes only the first and last [`CUT_KEEP`] bytes
-/// with the full length.
-pub fn cut(b: &[u8]) -> String {
-    if b.len() <= 2 * CUT_KEEP + 20 {
-        return esc(b);
-    }
-    // Do not split a UTF-8 sequence at either cut.
-    let mut head = CUT_KEEP;
-    while head > CUT_KEEP - 3 && b[head] & 0xc0 == 0x80 {
-        head -= 1;
-    }
-    let mut tail = b.len() - CUT_KEEP;
-    while tail < b.len() - CUT_KEEP + 3 && b[tail] & 0xc0 == 0x80 {
-        tail += 1;
-    }
-    format!(
-        "{}…{} ({} bytes)",
-        esc(&b[..head]),
-        esc(&b[tail..]),
-        b.len()
-    )
+/// Bytes for a message, escaped and cut in the middle when long (src/escape.rs).
+fn cut(b: &[u8]) -> String {
+    crate::escape::name(OsStr::from_bytes(b))
 }
 
 fn os(b: &[u8]) -> &OsStr {
@@ -526,72 +476,7 @@ fn read_names(fd: BorrowedFd<'_>) -> rustix::io::Result<Vec<OsString>> {
 // ------------------------------------------------------------------------------------------------
 // Interruption (SIGINT, SIGTERM, SIGHUP)
 
-mod interrupt {
-    use std::sync::atomic::{AtomicI32, Ordering};
-
-    static CAUGHT: AtomicI32 = AtomicI32::new(0);
-    const SIGNALS: [(libc::c_int, &str); 3] = [
-        (libc::SIGINT, "SIGINT"),
-        (libc::SIGTERM, "SIGTERM"),
-        (libc::SIGHUP, "SIGHUP"),
-    ];
-
-    extern "C" fn on_signal(sig: libc::c_int) {
-        CAUGHT.store(sig, Ordering::SeqCst);
-    }
-
-    fn set(sig: libc::c_int, handler: libc::sighandler_t) -> bool {
-        // SAFETY: `sigaction` is given a zeroed (valid) struct with an empty mask, and a handler
-        // that is either the default disposition or `on_signal`, which only stores into an atomic
-        // integer (async-signal-safe). This program starts no threads.
-        unsafe {
-            let mut a: libc::sigaction = std::mem::zeroed();
-            a.sa_sigaction = handler;
-            a.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut a.sa_mask);
-            libc::sigaction(sig, &a, std::ptr::null_mut()) == 0
-        }
-    }
-
-    /// From now on these signals only set a flag, which the copy checks between entries and
-    /// between chunks of data.
-    pub fn install() {
-        let h = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        for (s, name) in SIGNALS {
-            if !set(s, h) {
-                log::warn!("cannot catch {name}; an interrupted restore may leave its partial copy for the next run to remove");
-            }
-        }
-    }
-
-    /// The signal caught, if any.
-    pub fn caught() -> Option<Signal> {
-        let s = CAUGHT.load(Ordering::SeqCst);
-        SIGNALS
-            .iter()
-            .find(|(n, _)| *n == s)
-            .map(|&(n, name)| Signal(n, name))
-    }
-
-    #[derive(Debug, Clone, Copy)]
-    pub struct Signal(libc::c_int, &'static str);
-
-    impl std::fmt::Display for Signal {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(self.1)
-        }
-    }
-
-    /// Die of the caught signal (after the cleanup), so the caller sees the usual status.
-    pub fn reraise(s: Signal) {
-        if set(s.0, libc::SIG_DFL) {
-            // SAFETY: raising a signal whose disposition is now the default; no memory involved.
-            unsafe {
-                libc::raise(s.0);
-            }
-        }
-    }
-}
+use crate::signals as interrupt;
 
 fn check_interrupt() -> Result<()> {
     match interrupt::caught() {
@@ -1432,7 +1317,7 @@ impl<'a> Copier<'a> {
 
 #[cfg(feature = "fault-injection")]
 fn fault_point(name: &str) {
-    crate::fault::point(name)
+    crate::fault::restore_point(name)
 }
 
 #[cfg(not(feature = "fault-injection"))]
@@ -1837,19 +1722,30 @@ pub fn run(cli: &Cli, s: &Settings, old: &str, path: &OsStr) -> Result<()> {
         keep_privileges: cli.keep_privileges,
         create_parents: cli.to.is_none(),
     };
-    let mut b = crate::engine::open_locked(s, cli, "restore", crate::lock::Mode::Shared)?;
+    let (mut b, st) = crate::protocol::open_locked(
+        s,
+        crate::clock::now(),
+        Some(crate::lock::Request::new(
+            "restore",
+            crate::lock::Mode::Shared,
+            cli.lock_wait,
+        )),
+    )?;
     interrupt::install();
     let result = (|| -> Result<Summary> {
-        let inv = b.inventory()?;
-        if !inv.old_roots.iter().any(|o| o.name == old) {
+        let Some(o) = st.find_old_root(old) else {
             return Err(Error::Usage(format!(
                 "old root \"{}\" does not exist in {}; `ephemeral-root list` shows the names",
-                cut(old.as_bytes()),
+                crate::escape::text(old),
                 s.snapshots
             )));
+        };
+        if !o.sealed {
+            log::info!("old root {old} is not sealed yet (read-only once `finish` runs); restoring from it as it is");
         }
-        let base_path = b.old_root_path(old)?;
-        let nested = b.old_root_nested(old)?;
+        let entry = o.entry.to_string();
+        let base_path = b.entry_path(&entry)?;
+        let nested = b.entry_nested(&entry)?;
         // A path inside a nested subvolume kept beside the old root is read from there.
         let (base_path, src_rel) = match source_in_nested(&rel, &nested) {
             Some((p, r)) => (p, r),
@@ -1997,26 +1893,6 @@ mod tests {
                 OsString::from("c")
             ]
         );
-    }
-
-    #[test]
-    fn names_in_messages_are_escaped_and_cut() {
-        assert_eq!(esc(b"/etc/x"), "/etc/x");
-        assert_eq!(esc(b"a\nb\x1b[31m"), "a\\nb\\x1b[31m");
-        assert_eq!(esc(b"\xff/\\"), "\\xff/\\\\");
-        assert_eq!(
-            esc("\u{9b}\u{202e}é".as_bytes()),
-            "\\xc2\\x9b\\xe2\\x80\\xaeé"
-        );
-        let long = [b"/start".as_slice(), &vec![b'd'; 3000], b"/end\n"].concat();
-        let c = cut(&long);
-        assert!(
-            c.starts_with("/startddd") && c.ends_with("/end\\n (3011 bytes)"),
-            "{c}"
-        );
-        assert!(c.len() < 2 * CUT_KEEP + 40);
-        let wide = "é".repeat(500);
-        assert!(!cut(wide.as_bytes()).contains("\\x"));
     }
 
     #[test]

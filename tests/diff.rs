@@ -357,7 +357,7 @@ fn diff_of_an_old_root() {
     let mut fs = new_fs("diff-old");
     boot_noise(&mut fs);
     day_of_use(&mut fs);
-    fs.ok(&["rollback"]);
+    fs.boot(&["rollback"]);
     let name = fs.old_roots().pop().unwrap();
     let out = fs.ok(&args(&["diff", &name]));
     assert!(out.starts_with(&format!("old root {name}")), "{out}");

@@ -48,7 +48,7 @@ fn with_old_root(tag: &str, build: impl FnOnce(&mut LoopFs)) -> (LoopFs, String)
     fs.subvol("@root");
     fs.subvol("@persist");
     build(&mut fs);
-    fs.ok(&["rollback", "--keep", "all"]);
+    fs.boot(&["rollback", "--keep", "all"]);
     let name = fs.old_roots().pop().unwrap();
     (fs, name)
 }
@@ -443,7 +443,7 @@ fn names_are_bytes_and_messages_escape_them() {
         ],
     );
     let e = one_error_line(&o);
-    assert!(e.contains("\\x1b[31mnope\\nforged: ok"), "{e}");
+    assert!(e.contains("\\e[31mnope\\nforged: ok"), "{e}");
     assert!(!o.stderr.contains(&0x1b), "raw ESC in stderr");
     // A 3,000-byte path: the message keeps both ends and says how long it was.
     let long = format!("/srv/{}/end", "d/".repeat(1500));
