@@ -4,8 +4,10 @@
 #   - btrfs: another subvolume of the same filesystem (the usual case: the running root), where
 #     file data can be reflinked;
 #   - ext4: a directory on /var/tmp (another filesystem: data copied).
+# Peer: GNU `cp -a --reflink=auto` of the same directory from a read-only mount of the old root
+# (content, modes, owners, times, links, xattrs; no fsync), the floor a careful copy can reach.
 # If BEFORE_BIN is set (e.g. a build of an older commit), it is measured in the same run, on the
-# same old root, with the same cache treatment, and the ratio is printed.
+# same old root, with the same cache treatment. Ratios are against `after`.
 # Page cache dropped before every run; the destination is removed between runs (untimed).
 #
 # Usage: sudo [BEFORE_BIN=path] [EPHEMERAL_ROOT_BIN=path] bench/restore.sh [N]
@@ -18,6 +20,7 @@ before=${BEFORE_BIN:-}
 work=$(mktemp -d /var/tmp/er-bench-restore.XXXXXX)
 loop=""
 cleanup() {
+  umount "$work/old" 2>/dev/null || true
   umount "$work/live" 2>/dev/null || true
   umount "$work/top" 2>/dev/null || true
   [ -n "$loop" ] && losetup -d "$loop" 2>/dev/null || true
@@ -46,11 +49,14 @@ umount "$work/top"
 echo > "$work/none.conf"
 common=(--device "$loop" --config "$work/none.conf")
 "$after" rollback --kernel-cmdline "" --keep all "${common[@]}" 2>/dev/null
+"$after" finish --no-baseline --keep all "${common[@]}" 2>/dev/null
 old=$("$after" list "${common[@]}" | awk 'NR==2 {print $1}')
 mount -o subvol=@live "$loop" "$work/live"
+mkdir -p "$work/old"
+mount -o ro,subvol="@snapshots/$old" "$loop" "$work/old"
 
 ms() { echo $(( ($2 - $1) / 1000000 )); }
-# run BIN DEST_DIR: prints milliseconds
+# run BIN DEST_DIR: prints milliseconds (BIN "cp": the peer)
 run() {
   local bin=$1 dest=$2
   rm -rf "$dest/data"
@@ -58,22 +64,28 @@ run() {
   echo 3 > /proc/sys/vm/drop_caches
   local t0 t1
   t0=$(date +%s%N)
-  "$bin" restore "$old" /srv/data --to "$dest/data" "${common[@]}" >/dev/null 2>"$work/err" \
-    || { cat "$work/err" >&2; exit 1; }
+  if [ "$bin" = cp ]; then
+    cp -a --reflink=auto "$work/old/srv/data" "$dest/data" && sync -f "$dest"
+  else
+    "$bin" restore "$old" /srv/data --to "$dest/data" "${common[@]}" >/dev/null 2>"$work/err" \
+      || { cat "$work/err" >&2; exit 1; }
+  fi
   t1=$(date +%s%N)
   [ "$(find "$dest/data" -type f | wc -l)" -eq "$n" ] || { echo "incomplete copy" >&2; exit 1; }
   ms "$t0" "$t1"
 }
 
-printf '%-6s %-8s %12s\n' dest binary ms
+ratio() { awk -v b="$1" -v a="$2" 'BEGIN { printf "%.2f", b / a }'; }
+printf '%-6s %-8s %12s\n' dest what ms
 for dest in btrfs ext4; do
   dir=$([ "$dest" = btrfs ] && echo "$work/live" || echo "$work/ext4")
   a=$(run "$after" "$dir")
   printf '%-6s %-8s %12s\n' "$dest" after "$a"
+  c=$(run cp "$dir")
+  printf '%-6s %-8s %12s   (after / cp -a: %s)\n' "$dest" "cp -a" "$c" "$(ratio "$a" "$c")"
   if [ -n "$before" ]; then
     b=$(run "$before" "$dir")
-    printf '%-6s %-8s %12s   (%s× slower than after)\n' "$dest" before "$b" \
-      "$(awk -v b="$b" -v a="$a" 'BEGIN { printf "%.1f", b / a }')"
+    printf '%-6s %-8s %12s   (before / after: %s)\n' "$dest" before "$b" "$(ratio "$b" "$a")"
   fi
   rm -rf "$dir/data"
 done
