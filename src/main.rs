@@ -7,6 +7,7 @@ mod config;
 mod diff;
 mod engine;
 mod error;
+mod escape;
 mod fault;
 mod json;
 mod logger;
@@ -16,7 +17,10 @@ mod probe;
 mod restore;
 mod retention;
 mod status;
+#[cfg(test)]
+mod testrand;
 mod timefmt;
+mod walk;
 mod zfs;
 
 fn main() {
