@@ -57,7 +57,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check => check(&s),
         Command::Diff(old) => crate::diff::run(&cli, &s, old.as_deref()),
         Command::Baseline => crate::diff::baseline(&cli, &s),
-        Command::Restore { old_root, path } => crate::restore::run(&cli, &s, &old_root, &path),
+        Command::Restore { old_root, path } => {
+            // restore still takes the path as text (until it handles names as bytes).
+            let path = path.to_str().ok_or_else(|| {
+                Error::Usage(format!(
+                    "restore of a path that is not UTF-8 (\"{}\") is not supported yet",
+                    crate::escape::cut(path.as_os_str().as_encoded_bytes())
+                ))
+            })?;
+            crate::restore::run(&cli, &s, &old_root, path)
+        }
         Command::Status => crate::status::run(&cli, &s),
         Command::Help | Command::Version | Command::FaultPoints => Ok(()),
     }
@@ -190,7 +199,7 @@ fn rollback(cli: &Cli, s: &Settings) -> Result<()> {
     let started = Instant::now();
     let cmdline_text = match &cli.kernel_cmdline {
         Some(c) => c.clone(),
-        None => std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
+        None => std::fs::read("/proc/cmdline").unwrap_or_default(),
     };
     let k = cmdline::parse(&cmdline_text);
     for w in &k.warnings {

@@ -20,7 +20,8 @@ use std::fmt::Write;
 /// How many bytes of a long value a message keeps at each end.
 pub const CUT_KEEP: usize = 100;
 
-fn dangerous(c: char) -> bool {
+/// A character that acts on a terminal: C0/C1 controls, DEL, bidirectional overrides/isolates.
+pub fn dangerous(c: char) -> bool {
     let u = c as u32;
     u < 0x20
         || (0x7f..=0x9f).contains(&u)
@@ -70,7 +71,8 @@ pub fn is_plain(b: &[u8]) -> bool {
     }
 }
 
-/// The inverse of [`escape`]; `None` for text [`escape`] cannot produce.
+/// The inverse of [`escape`]; `None` for text [`escape`] cannot produce (tests and tools).
+#[cfg(test)]
 pub fn unescape(s: &str) -> Option<Vec<u8>> {
     let mut o = Vec::with_capacity(s.len());
     let b = s.as_bytes();

@@ -34,6 +34,9 @@
 
 // `stat` field types differ between architectures: keep the casts.
 #![allow(clippy::unnecessary_cast)]
+// Parts of the API (depth, name, skip_subtree, …) are for callers that are being moved onto it
+// (restore).
+#![allow(dead_code)]
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Statx, StatxAttributes, StatxFlags};
@@ -165,7 +168,7 @@ impl Problem {
             ),
         }
     }
-    fn from_errno(e: Errno) -> Problem {
+    pub fn from_errno(e: Errno) -> Problem {
         match e {
             Errno::NOENT => Problem::Vanished,
             Errno::ACCESS | Errno::PERM => Problem::Denied,
@@ -415,9 +418,31 @@ fn mnt_id(st: &Statx) -> Option<u64> {
     (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id)
 }
 
+/// `lstat` of relative path `rel` below `dir` (parents opened as by [`open_dir_beneath`]; `.` is
+/// `dir` itself): `Ok(None)` if it does not exist (any more).
+pub fn meta_beneath(dir: impl AsFd, rel: &[u8]) -> Result<Option<Meta>, Errno> {
+    let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&b""[..], rel),
+    };
+    if name.is_empty() || name == b".." {
+        return Err(Errno::INVAL);
+    }
+    let pfd = match open_dir_beneath(dir, parent) {
+        Ok(f) => f,
+        Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match statx_at(pfd.as_fd(), name) {
+        Ok(st) => Ok(Some(Meta::from_statx(&st))),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// One entry at relative path `rel` below `dir` (parents opened as by [`open_dir_beneath`]), as
-/// the walker would report it: `Ok(None)` if it does not exist (any more). `path` is what to call
-/// it; `link` receives a symlink's text.
+/// the walker would report it: its `lstat` and, for a directory, whether it is empty. `Ok(None)`
+/// if it does not exist (any more).
 pub fn stat_beneath(dir: impl AsFd, rel: &[u8]) -> Result<Option<(Meta, bool)>, Errno> {
     let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
         Some(i) => (&rel[..i], &rel[i + 1..]),

@@ -26,7 +26,7 @@
 #![allow(clippy::unnecessary_cast)]
 
 use super::*;
-use crate::diff::walk;
+use crate::walk;
 
 /// Where a new baseline is staged (a leftover `rollback` discards, like any `.incomplete.*`).
 const BASELINE_NEW: &str = ".incomplete.baseline";
@@ -78,37 +78,52 @@ fn is_dir_mode(mode: u32) -> bool {
     mode & 0o170000 == 0o040000
 }
 
-fn join(prefix: &str, rel: &str) -> String {
+fn join(prefix: &[u8], rel: &[u8]) -> Vec<u8> {
     match (prefix.is_empty(), rel.is_empty()) {
-        (true, _) => rel.to_string(),
-        (false, true) => prefix.to_string(),
-        (false, false) => format!("{prefix}/{rel}"),
+        (true, _) => rel.to_vec(),
+        (false, true) => prefix.to_vec(),
+        (false, false) => [prefix, b"/", rel].concat(),
     }
 }
 
-/// Add `rel` and everything below it (within its subvolume) to `out`.
-fn add_subtree(fd: &OwnedFd, rel: &str, out: &mut BTreeSet<String>) -> Result<()> {
-    out.insert(rel.to_string());
-    let mut p = walk::Progress::new("listing new directories");
-    walk::walk(fd, rel, true, &mut p, &mut |e| {
-        out.insert(e.path);
-    })?;
-    p.done();
+/// Add `rel` and everything below it (within its subvolume) to `out`. Branches the walker gives
+/// up on are left out with a warning; `diff` lists what it found.
+fn add_subtree(fd: &OwnedFd, rel: &[u8], out: &mut BTreeSet<Vec<u8>>) -> Result<()> {
+    out.insert(rel.to_vec());
+    let opts = walk::Options {
+        same_dev: true,
+        read_links: false,
+        ..Default::default()
+    };
+    let mut w = walk::Walker::new(fd.as_fd(), rel, opts)
+        .ctx(|| format!("read directory {}", crate::escape::cut(rel)))?;
+    while let Some(ev) = w.next() {
+        match ev {
+            walk::Event::Entry(e) => {
+                out.insert(e.path.to_vec());
+            }
+            walk::Event::Problem(p, why) if why != walk::Problem::Vanished => {
+                log::warn!("gave up on /{}: {}", crate::escape::cut(p), why.describe())
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 
 use std::collections::{BTreeSet, HashMap};
 
 /// `rel` is the same inode in the root and the baseline, with the same ctime (to the ns).
-fn unchanged_ctime(rfd: &OwnedFd, bfd: &OwnedFd, rel: &str) -> bool {
-    let at = if rel.is_empty() { "." } else { rel };
-    match (
-        rustix::fs::statat(rfd, at, AtFlags::SYMLINK_NOFOLLOW),
-        rustix::fs::statat(bfd, at, AtFlags::SYMLINK_NOFOLLOW),
-    ) {
-        (Ok(a), Ok(b)) => {
-            a.st_ino == b.st_ino && a.st_ctime == b.st_ctime && a.st_ctime_nsec == b.st_ctime_nsec
+fn unchanged_ctime(rfd: &OwnedFd, bfd: &OwnedFd, rel: &[u8]) -> bool {
+    let meta = |fd: &OwnedFd| -> Option<walk::Meta> {
+        if rel.is_empty() {
+            walk::meta_beneath(fd, b".").ok().flatten()
+        } else {
+            walk::meta_beneath(fd, rel).ok().flatten()
         }
+    };
+    match (meta(rfd), meta(bfd)) {
+        (Some(a), Some(b)) => a.ino == b.ino && a.ctime == b.ctime,
         _ => false,
     }
 }
@@ -170,7 +185,7 @@ impl Btrfs {
 
     /// Paths (relative to the root, no leading `/`) changed since the baseline; `None` without a
     /// baseline of this root.
-    pub(super) fn baseline_changes(&mut self) -> Result<Option<Vec<String>>> {
+    pub(super) fn baseline_changes(&mut self) -> Result<Option<Vec<Vec<u8>>>> {
         let Some(base) = self.baseline_fd()? else {
             return Ok(None);
         };
@@ -193,7 +208,7 @@ impl Btrfs {
         io::sync(self.top.as_fd())
             .ctx(|| format!("commit btrfs transaction on {}", self.device))?;
         let mut out = BTreeSet::new();
-        self.changes_in(&root, rinfo.id, &base, &binfo, "", &mut out)?;
+        self.changes_in(&root, rinfo.id, &base, &binfo, b"", &mut out)?;
         let bnested: HashMap<String, u64> = self.nested(binfo.id)?.into_iter().collect();
         for (rel, _) in self.nested(rinfo.id)? {
             let rfd = open_dir_beneath(&root, &rel).ctx(|| format!("open {}/{rel}", self.root))?;
@@ -205,13 +220,13 @@ impl Btrfs {
                 let bi = io::subvol_info(bfd.as_fd())
                     .ctx(|| format!("GET_SUBVOL_INFO {}/{BASELINE}/{rel}", self.snapshots))?;
                 if bi.parent_uuid == ri.uuid {
-                    self.changes_in(&rfd, ri.id, &bfd, &bi, &rel, &mut out)?;
+                    self.changes_in(&rfd, ri.id, &bfd, &bi, rel.as_bytes(), &mut out)?;
                     continue;
                 }
             }
-            add_subtree(&rfd, &rel, &mut out)?;
+            add_subtree(&rfd, rel.as_bytes(), &mut out)?;
         }
-        out.remove("");
+        out.remove(&b""[..]);
         Ok(Some(out.into_iter().collect()))
     }
 
@@ -222,8 +237,8 @@ impl Btrfs {
         tree: u64,
         bfd: &OwnedFd,
         binfo: &io::SubvolInfo,
-        prefix: &str,
-        out: &mut BTreeSet<String>,
+        prefix: &[u8],
+        out: &mut BTreeSet<Vec<u8>>,
     ) -> Result<()> {
         let since_gen = binfo.otransid;
         let mut changed: Vec<(u64, bool)> = Vec::new();
@@ -249,10 +264,22 @@ impl Btrfs {
         })?;
         let rdev = rustix::fs::fstat(rfd).ctx(|| "fstat root")?.st_dev;
         for (ino, is_dir) in changed {
-            let rel = match io::ino_lookup(self.top.as_fd(), tree, ino) {
-                Ok(p) => p.trim_end_matches('/').to_string(),
+            let rel = match io::ino_lookup_bytes(self.top.as_fd(), tree, ino) {
+                Ok(mut p) => {
+                    while p.last() == Some(&b'/') {
+                        p.pop();
+                    }
+                    p
+                }
                 // Unlinked but still open, or gone since the search.
                 Err(Errno::NOENT) => continue,
+                // Deeper than INO_LOOKUP can name (4 KB of path).
+                Err(Errno::NAMETOOLONG) => {
+                    log::warn!(
+                        "inode {ino} in subvolume {tree} changed but its path is longer than 4 KB; not listed"
+                    );
+                    continue;
+                }
                 Err(e) => {
                     return Err(Error::sys(
                         format!("INO_LOOKUP inode {ino} in subvolume {tree}"),
@@ -269,10 +296,10 @@ impl Btrfs {
                 out.insert(join(prefix, &rel));
                 continue;
             }
-            let Ok(rdir) = open_dir_beneath(rfd, &rel) else {
+            let Ok(rdir) = walk::open_dir_beneath(rfd, &rel) else {
                 continue;
             };
-            let bdir = match open_dir_beneath(bfd, &rel) {
+            let bdir = match walk::open_dir_beneath(bfd, &rel) {
                 Ok(b) => b,
                 // New directory: its parent changed too and lists it with everything below.
                 Err(_) => continue,
@@ -284,22 +311,24 @@ impl Btrfs {
             if !same_dir {
                 continue;
             }
-            let names = walk::read_names(&rdir).ctx(|| format!("read {}/{rel}", self.root))?;
+            let names = walk::read_names(&rdir)
+                .ctx(|| format!("read {}/{}", self.root, crate::escape::cut(&rel)))?;
             for n in names {
-                let Ok(st) = rustix::fs::statat(&rdir, n.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                let Ok(st) = rustix::fs::statat(&rdir, n.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
                 else {
                     continue;
                 };
                 if st.st_dev != rdev {
                     continue; // a nested subvolume: handled on its own
                 }
-                let is_new = match rustix::fs::statat(&bdir, n.as_str(), AtFlags::SYMLINK_NOFOLLOW)
-                {
-                    Ok(b) => {
-                        b.st_ino != st.st_ino || (b.st_mode & 0o170000) != (st.st_mode & 0o170000)
-                    }
-                    Err(_) => true,
-                };
+                let is_new =
+                    match rustix::fs::statat(&bdir, n.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(b) => {
+                            b.st_ino != st.st_ino
+                                || (b.st_mode & 0o170000) != (st.st_mode & 0o170000)
+                        }
+                        Err(_) => true,
+                    };
                 if !is_new {
                     continue;
                 }
@@ -343,8 +372,8 @@ mod tests {
         );
         assert!(is_dir_mode(ii.mode));
         assert!(parse_inode_item(&d[..100]).is_none());
-        assert_eq!(join("", "a"), "a");
-        assert_eq!(join("v/m", ""), "v/m");
-        assert_eq!(join("v/m", "a"), "v/m/a");
+        assert_eq!(join(b"", b"a"), b"a");
+        assert_eq!(join(b"v/m", b""), b"v/m");
+        assert_eq!(join(b"v/m", b"a"), b"v/m/a");
     }
 }

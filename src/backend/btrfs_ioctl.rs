@@ -276,6 +276,11 @@ pub fn subvol_info(fd: BorrowedFd) -> Result<SubvolInfo, Errno> {
 /// Path of directory inode `objectid` inside subvolume `treeid`, relative to that subvolume's
 /// root, with a trailing '/' (empty for the root directory itself).
 pub fn ino_lookup(fd: BorrowedFd, treeid: u64, objectid: u64) -> Result<String, Errno> {
+    ino_lookup_bytes(fd, treeid, objectid).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// [`ino_lookup`] as bytes (names are bytes: `diff` must see a non-UTF-8 name as it is).
+pub fn ino_lookup_bytes(fd: BorrowedFd, treeid: u64, objectid: u64) -> Result<Vec<u8>, Errno> {
     let mut a = Box::new(InoLookupArgs {
         treeid,
         objectid,
@@ -283,7 +288,8 @@ pub fn ino_lookup(fd: BorrowedFd, treeid: u64, objectid: u64) -> Result<String, 
     });
     // SAFETY: INO_LOOKUP reads/writes a 4096-byte btrfs_ioctl_ino_lookup_args (size asserted).
     unsafe { ioctl(fd, Updater::<INO_LOOKUP, InoLookupArgs>::new(&mut *a))? };
-    Ok(c_str(&a.name))
+    let end = a.name.iter().position(|&c| c == 0).unwrap_or(a.name.len());
+    Ok(a.name[..end].to_vec())
 }
 
 /// One item returned by TREE_SEARCH (of the objectid and type that were asked for).

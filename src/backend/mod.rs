@@ -272,9 +272,9 @@ pub trait Backend {
     fn baseline_nested(&mut self) -> Result<Vec<(String, PathBuf)>> {
         Ok(Vec::new())
     }
-    /// Paths (relative to the root) changed since the baseline, when the filesystem can tell
-    /// without walking every file (btrfs generation numbers). `None`: walk and compare.
-    fn changed_since_baseline(&mut self) -> Result<Option<Vec<String>>> {
+    /// Paths (relative to the root, as bytes) changed since the baseline, when the filesystem can
+    /// tell without walking every file (btrfs generation numbers). `None`: walk and compare.
+    fn changed_since_baseline(&mut self) -> Result<Option<Vec<Vec<u8>>>> {
         Ok(None)
     }
 }
