@@ -684,7 +684,7 @@ impl Backend for Btrfs {
         self.baseline_dir()
     }
 
-    fn changed_since_baseline(&mut self) -> Result<Option<Vec<Vec<u8>>>> {
+    fn changed_since_baseline(&mut self) -> Result<Option<super::Changed>> {
         self.baseline_changes()
     }
 

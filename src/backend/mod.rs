@@ -131,6 +131,15 @@ pub mod pins {
     }
 }
 
+/// What changed since the baseline (see [`Backend::changed_since_baseline`]).
+#[derive(Debug, Clone, Default)]
+pub struct Changed {
+    /// Paths relative to the root, as bytes (no leading `/`).
+    pub paths: Vec<Vec<u8>>,
+    /// Branches that could not be listed (paths relative to the root) and why.
+    pub incomplete: Vec<(Vec<u8>, crate::walk::Problem)>,
+}
+
 /// Where a new root comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootSource {
@@ -272,9 +281,9 @@ pub trait Backend {
     fn baseline_nested(&mut self) -> Result<Vec<(String, PathBuf)>> {
         Ok(Vec::new())
     }
-    /// Paths (relative to the root, as bytes) changed since the baseline, when the filesystem can
-    /// tell without walking every file (btrfs generation numbers). `None`: walk and compare.
-    fn changed_since_baseline(&mut self) -> Result<Option<Vec<Vec<u8>>>> {
+    /// Paths changed since the baseline, when the filesystem can tell without walking every file
+    /// (btrfs generation numbers). `None`: walk and compare.
+    fn changed_since_baseline(&mut self) -> Result<Option<Changed>> {
         Ok(None)
     }
 }

@@ -248,9 +248,12 @@ pub fn collect_current(b: &mut dyn Backend, s: &Settings) -> Result<Report> {
     if let Some(changed) = b.changed_since_baseline()? {
         let mut p = Progress::new("reading changed entries");
         let mut path = Vec::new();
-        for rel in changed {
+        for rel in changed.paths {
             p.tick();
             add_changed(&mut t, &dir, &rel, &mut path);
+        }
+        for (rel, why) in changed.incomplete {
+            t.problem(&[b"/".as_slice(), &rel].concat(), why);
         }
         p.done();
         t.uncounted(Rule::Unchanged);
