@@ -700,3 +700,113 @@ fn baseline_diff_follows_each_kind_of_change() {
         );
     }
 }
+
+/// Issue 10 item 5: names are bytes. A non-UTF-8 name, a name with a newline and one with a
+/// terminal escape sequence, in walk mode and with a baseline (generation search): plain output
+/// shows them escaped on one line each, `--json` parses and gives the exact bytes back, `--nix`
+/// parses.
+#[test]
+fn odd_names_are_listed_escaped_and_round_trip() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    if !require_root("odd_names_are_listed_escaped_and_round_trip") {
+        return;
+    }
+    let names: &[&[u8]] = &[
+        b"/var/lib/bad\xff\xfename/db",
+        b"/var/lib/new\nline/db",
+        b"/var/lib/\x1b[31mred\x1b[0m/db",
+        b"/home/al\xffce/notes",
+        b"/srv/tab\there/x",
+    ];
+    let mut fs = new_fs("diff-names");
+    fs.write("@root/var/lib/plain/db", "p");
+    let write_all = |fs: &mut LoopFs, tag: &[u8]| {
+        fs.mount();
+        for n in names {
+            let p = fs
+                .p("@root")
+                .join(OsStr::from_bytes(&[&n[1..], tag].concat()));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, "data").unwrap();
+        }
+    };
+    write_all(&mut fs, b"");
+    let check = |fs: &mut LoopFs, tag: &[u8], method: &str| {
+        let o = fs.run(&["diff", "-v"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        // No control character but the line ends, nothing that is not UTF-8.
+        let out = String::from_utf8(o.stdout.clone()).expect("plain output is UTF-8");
+        assert!(
+            !out.chars().any(|c| c.is_control() && c != '\n'),
+            "raw control characters in:\n{out:?}"
+        );
+        for want in [
+            "/var/lib/bad\\xff\\xfename/",
+            "/var/lib/new\\nline/",
+            "/var/lib/\\x1b[31mred\\x1b[0m/",
+            "/home/al\\xffce/notes",
+            "/srv/tab\\there",
+        ] {
+            let l = out
+                .lines()
+                .find(|l| l.contains(want))
+                .unwrap_or_else(|| panic!("{want} missing ({method}):\n{out}"));
+            assert!(l.contains(" — ") || l.trim_start().starts_with('/'), "{l}");
+        }
+        // JSON: parses, and each path comes back as its exact bytes.
+        let json = fs.ok(&["diff", "--json"]);
+        let j = fs.dir.join("names.json");
+        std::fs::write(&j, &json).unwrap();
+        let py = Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import json,sys\n\
+                 d=json.load(open(sys.argv[1]))\n\
+                 for g in d['groups']:\n\
+                 \x20   for o in [g]+g['largest']:\n\
+                 \x20       b=bytes.fromhex(o['path_hex']) if 'path_hex' in o else o['path'].encode()\n\
+                 \x20       print(b.hex())\n",
+            )
+            .arg(&j)
+            .output()
+            .expect("python3");
+        assert!(
+            py.status.success(),
+            "{}",
+            String::from_utf8_lossy(&py.stderr)
+        );
+        let got: Vec<Vec<u8>> = String::from_utf8(py.stdout)
+            .unwrap()
+            .lines()
+            .map(|h| {
+                (0..h.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                    .collect()
+            })
+            .collect();
+        for n in names {
+            let full = [n, tag].concat();
+            assert!(got.contains(&full), "{full:?} not in {got:?} ({method})");
+        }
+        assert!(json.contains(method), "{json}");
+        // Nix: parses; names it cannot hold printably are in comments, the newline one is "\n".
+        let nix = fs.ok(&["diff", "--nix"]);
+        assert!(!nix.chars().any(|c| c.is_control() && c != '\n'), "{nix:?}");
+        assert!(nix.contains("\"/var/lib/new\\nline\""), "{nix}");
+        assert!(
+            nix.contains("# left out") && nix.contains("bad\\xff\\xfename"),
+            "{nix}"
+        );
+        if let Some(parsed) = nix_parse(&nix) {
+            assert!(parsed.contains("persistence"), "{parsed}");
+        } else {
+            assert!(std::env::var("CI").is_err(), "CI must install nix-bin");
+        }
+    };
+    check(&mut fs, b"", "walk; no baseline");
+    fs.ok(&["baseline"]);
+    write_all(&mut fs, b"-2");
+    check(&mut fs, b"-2", "by btrfs generation");
+}
