@@ -210,6 +210,9 @@ fn rollback(cli: &Cli, s: &Settings) -> Result<()> {
             "rd.ephemeral_root=skip: leaving root {} untouched this boot",
             s.root
         );
+        if cli.dry_run {
+            return Ok(()); // a dry run writes nothing, not even the record
+        }
         write_record(&Record {
             result: "skipped",
             mode: "skip",
