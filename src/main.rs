@@ -9,6 +9,8 @@ mod engine;
 mod error;
 mod escape;
 mod fault;
+#[cfg(test)]
+mod fuzz;
 mod json;
 mod logger;
 mod mounts;
