@@ -104,7 +104,8 @@ fn block_devices() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir("/sys/class/block")
         .map(|rd| {
             rd.filter_map(|e| e.ok())
-                .map(|e| format!("/dev/{}", e.file_name().to_string_lossy()))
+                // Kernel block device names are ASCII; anything else is not one we can name.
+                .filter_map(|e| e.file_name().to_str().map(|n| format!("/dev/{n}")))
                 .filter(|p| std::path::Path::new(p).exists())
                 .collect()
         })

@@ -912,7 +912,7 @@ mod tests {
                         e.meta.kind,
                         if e.empty_dir { " empty" } else { "" },
                         e.link
-                            .map(|l| format!(" -> {}", String::from_utf8_lossy(l)))
+                            .map(|l| format!(" -> {}", crate::escape::escape(l)))
                             .unwrap_or_default()
                     ),
                 ),
@@ -1082,9 +1082,9 @@ mod tests {
                 }
             }
             events.push(match ev {
-                Event::Problem(p, pr) => format!("{}: {pr:?}", String::from_utf8_lossy(p)),
-                Event::Entry(e) => String::from_utf8_lossy(e.path).into_owned(),
-                Event::Mount(p) => format!("mount {}", String::from_utf8_lossy(p)),
+                Event::Problem(p, pr) => format!("{}: {pr:?}", crate::escape::escape(p)),
+                Event::Entry(e) => crate::escape::escape(e.path),
+                Event::Mount(p) => format!("mount {}", crate::escape::escape(p)),
             });
         }
         assert!(
@@ -1149,7 +1149,7 @@ mod tests {
                 let l = std::fs::read_link(e.path()).unwrap();
                 format!(
                     "Symlink -> {}",
-                    String::from_utf8_lossy(l.as_os_str().as_bytes())
+                    crate::escape::escape(l.as_os_str().as_bytes())
                 )
             } else {
                 "File".into()
