@@ -199,6 +199,10 @@ pub struct Options {
     /// List names of each directory in byte order (otherwise in the order the filesystem returns
     /// them, which is faster).
     pub sorted: bool,
+    /// Enter mounts below the root as if they were part of it. Only for trees this program
+    /// mounted itself in its private mount namespace (the ZFS backend mounts a root's child
+    /// datasets over their directories); never for a tree others can mount into.
+    pub cross_mounts: bool,
     pub max_depth: usize,
     /// At least 2.
     pub fd_window: usize,
@@ -210,6 +214,7 @@ impl Default for Options {
             same_dev: false,
             read_links: true,
             sorted: false,
+            cross_mounts: false,
             max_depth: MAX_DEPTH,
             fd_window: FD_WINDOW,
         }
@@ -310,21 +315,28 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::CLOEXEC)
     .union(OFlags::NOCTTY);
 
-fn resolve() -> ResolveFlags {
-    ResolveFlags::BENEATH
-        | ResolveFlags::NO_SYMLINKS
-        | ResolveFlags::NO_XDEV
-        | ResolveFlags::NO_MAGICLINKS
+fn resolve(xdev: bool) -> ResolveFlags {
+    let r = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    if xdev {
+        r
+    } else {
+        r | ResolveFlags::NO_XDEV
+    }
 }
 
 /// `openat2` of a relative path without symlinks, mounts or `..`, retried on `EAGAIN`; `None` when
 /// the kernel has no `openat2`.
-fn openat2_beneath(dir: BorrowedFd, rel: &[u8], flags: OFlags) -> Option<Result<OwnedFd, Errno>> {
+fn openat2_beneath(
+    dir: BorrowedFd,
+    rel: &[u8],
+    flags: OFlags,
+    xdev: bool,
+) -> Option<Result<OwnedFd, Errno>> {
     if NO_OPENAT2.load(Ordering::Relaxed) {
         return None;
     }
     for _ in 0..8 {
-        match rustix::fs::openat2(dir, rel, flags, Mode::empty(), resolve()) {
+        match rustix::fs::openat2(dir, rel, flags, Mode::empty(), resolve(xdev)) {
             Err(Errno::AGAIN) => continue,
             Err(Errno::NOSYS) => {
                 NO_OPENAT2.store(true, Ordering::Relaxed);
@@ -338,11 +350,15 @@ fn openat2_beneath(dir: BorrowedFd, rel: &[u8], flags: OFlags) -> Option<Result<
 
 /// Open directory `name` (one component) in `dir` without following a symlink or entering a mount.
 pub fn open_dir(dir: impl AsFd, name: &[u8]) -> Result<OwnedFd, Errno> {
+    open_dir_x(dir.as_fd(), name, false)
+}
+
+/// [`open_dir`]; with `xdev`, a directory that is a mount point is entered.
+fn open_dir_x(dir: BorrowedFd, name: &[u8], xdev: bool) -> Result<OwnedFd, Errno> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
         return Err(Errno::INVAL);
     }
-    let dir = dir.as_fd();
-    match openat2_beneath(dir, name, DIR_FLAGS) {
+    match openat2_beneath(dir, name, DIR_FLAGS, xdev) {
         Some(r) => r,
         None => rustix::fs::openat(dir, name, DIR_FLAGS, Mode::empty()),
     }
@@ -377,7 +393,7 @@ pub fn open_dir_beneath(dir: impl AsFd, rel: &[u8]) -> Result<OwnedFd, Errno> {
             chunk.extend_from_slice(comps[j]);
             j += 1;
         }
-        let fd = match openat2_beneath(at, &chunk, DIR_FLAGS) {
+        let fd = match openat2_beneath(at, &chunk, DIR_FLAGS, false) {
             Some(r) => r?,
             None => {
                 // One component at a time with O_NOFOLLOW.
@@ -558,6 +574,8 @@ impl<'r> Walker<'r> {
             dirbuf: Vec::new(),
         };
         let mut names = Names::default();
+        // From the start, wherever the caller's descriptor was.
+        rustix::fs::seek(root, rustix::fs::SeekFrom::Start(0))?;
         read_names_into(root, &mut w.dirbuf, &mut names)?;
         if w.opts.sorted {
             names.sort();
@@ -668,7 +686,7 @@ impl<'r> Walker<'r> {
                     None => fd_of(self.root, &self.frames, k - 1),
                 };
                 match parent {
-                    Some(p) => open_dir(p, &self.path[start..end]),
+                    Some(p) => open_dir_x(p, &self.path[start..end], self.opts.cross_mounts),
                     None => Err(Errno::BADF),
                 }
             };
@@ -738,9 +756,10 @@ impl<'r> Walker<'r> {
             Ok(st) => st,
             Err(e) => return Some(Step::Problem(self.path.len(), Problem::from_errno(e))),
         };
-        if mnt_id(&st).zip(self.root_mnt).is_some_and(|(a, b)| a != b)
-            || (st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
-                && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
+        if !self.opts.cross_mounts
+            && (mnt_id(&st).zip(self.root_mnt).is_some_and(|(a, b)| a != b)
+                || (st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+                    && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)))
         {
             return Some(Step::Mount);
         }
@@ -767,7 +786,7 @@ impl<'r> Walker<'r> {
                 }
             }
             Kind::Dir => {
-                let fd = match open_dir(dir, &self.path[name_at..]) {
+                let fd = match open_dir_x(dir, &self.path[name_at..], self.opts.cross_mounts) {
                     Ok(fd) => fd,
                     Err(Errno::XDEV) => return Some(Step::Mount),
                     Err(e) => {
@@ -1092,6 +1111,73 @@ mod tests {
             "{events:#?}"
         );
         assert!(!events.iter().any(|e| e == "/d/d/zz"), "{events:#?}");
+    }
+
+    /// In a private mount namespace (a thread of its own): a tmpfs mounted below the root is
+    /// reported as a mount and not entered; with `cross_mounts` it is walked. Needs root.
+    #[test]
+    fn mounts_are_not_entered_unless_asked() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("*** SKIPPED *** mounts_are_not_entered_unless_asked needs root");
+            assert!(std::env::var("CI").is_err(), "CI runs tests as root");
+            return;
+        }
+        let t = TempDir::new("mounts");
+        let dir = t.0.clone();
+        std::fs::create_dir_all(dir.join("m")).unwrap();
+        std::fs::write(dir.join("plain"), "x").unwrap();
+        std::fs::write(dir.join("file-target"), "x").unwrap();
+        let got = std::thread::spawn(move || {
+            crate::mounts::enter_private_namespace().unwrap();
+            rustix::mount::mount(
+                "tmpfs",
+                dir.join("m"),
+                "tmpfs",
+                rustix::mount::MountFlags::empty(),
+                None,
+            )
+            .unwrap();
+            std::fs::write(dir.join("m/inside"), "y").unwrap();
+            std::fs::write(dir.join("bound"), "").unwrap();
+            rustix::mount::mount_bind(dir.join("file-target"), dir.join("bound")).unwrap();
+            let fd = rustix::fs::open(&dir, DIR_FLAGS, Mode::empty()).unwrap();
+            let plain = collect(
+                &fd,
+                Options {
+                    sorted: true,
+                    ..Default::default()
+                },
+            )
+            .0;
+            let crossing = collect(
+                &fd,
+                Options {
+                    cross_mounts: true,
+                    ..Default::default()
+                },
+            )
+            .0;
+            (plain, crossing)
+        })
+        .join()
+        .unwrap();
+        let (plain, crossing) = got;
+        assert_eq!(
+            plain.get(&b"/m"[..]).map(String::as_str),
+            Some("mount"),
+            "{plain:?}"
+        );
+        assert_eq!(
+            plain.get(&b"/bound"[..]).map(String::as_str),
+            Some("mount"),
+            "{plain:?}"
+        );
+        assert!(!plain.contains_key(&b"/m/inside"[..]), "{plain:?}");
+        assert_eq!(
+            crossing.get(&b"/m/inside"[..]).map(String::as_str),
+            Some("File"),
+            "{crossing:?}"
+        );
     }
 
     #[test]

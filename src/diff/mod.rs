@@ -170,16 +170,30 @@ fn context_for(s: &Settings, dir: &OwnedFd) -> noise::Context {
     noise::Context::new(&s.persist, &clean, mounts)
 }
 
+/// How a tree is walked: through the backend's private mount, mounts below the root are the
+/// backend's own (ZFS child datasets) and part of the tree; a tmpfs `/` is walked without entering
+/// any mount.
+#[derive(Clone, Copy, PartialEq)]
+enum Mounts {
+    Ours,
+    NotEntered,
+}
+
 /// Walk below `dir` (entries named `prefix/…`), calling `f` for each entry; branches that cannot
-/// be listed go to `t`'s notes. Mount points are not entered.
+/// be listed go to `t`'s notes.
 fn walk_each(
     t: &mut Tally,
     dir: &OwnedFd,
     prefix: &[u8],
+    mounts: Mounts,
     p: &mut Progress,
     f: &mut dyn FnMut(&mut Tally, &Entry),
 ) -> Result<()> {
-    let mut w = Walker::new(dir.as_fd(), prefix, Options::default()).ctx(|| {
+    let opts = Options {
+        cross_mounts: mounts == Mounts::Ours,
+        ..Options::default()
+    };
+    let mut w = Walker::new(dir.as_fd(), prefix, opts).ctx(|| {
         format!(
             "read directory {}",
             escape::cut(if prefix.is_empty() { b"/" } else { prefix })
@@ -199,9 +213,15 @@ fn walk_each(
 }
 
 /// Walk `dir` into the tally.
-fn walk_into(t: &mut Tally, dir: &OwnedFd, prefix: &[u8], what: &str) -> Result<()> {
+fn walk_into(
+    t: &mut Tally,
+    dir: &OwnedFd,
+    prefix: &[u8],
+    mounts: Mounts,
+    what: &str,
+) -> Result<()> {
     let mut p = Progress::new(what);
-    let r = walk_each(t, dir, prefix, &mut p, &mut |t, e| t.add(e));
+    let r = walk_each(t, dir, prefix, mounts, &mut p, &mut |t, e| t.add(e));
     p.done();
     r
 }
@@ -266,20 +286,20 @@ pub fn collect_current(b: &mut dyn Backend, s: &Settings) -> Result<Report> {
         let bdir = open_root_dir(&base)?;
         let mut old: HashMap<Vec<u8>, Meta> = HashMap::new();
         let mut p = Progress::new("reading the baseline");
-        walk_each(&mut t, &bdir, b"", &mut p, &mut |_, e| {
+        walk_each(&mut t, &bdir, b"", Mounts::Ours, &mut p, &mut |_, e| {
             old.insert(e.path.to_vec(), e.meta);
         })?;
         for (rel, np) in b.baseline_nested()? {
             let nd = open_root_dir(&np)?;
             let prefix = [b"/".as_slice(), rel.as_bytes()].concat();
-            walk_each(&mut t, &nd, &prefix, &mut p, &mut |_, e| {
+            walk_each(&mut t, &nd, &prefix, Mounts::Ours, &mut p, &mut |_, e| {
                 old.insert(e.path.to_vec(), e.meta);
             })?;
         }
         p.done();
         let mut p = Progress::new("comparing with the baseline");
         let mut unchanged: Vec<u64> = Vec::new();
-        walk_each(&mut t, &dir, b"", &mut p, &mut |t, e| {
+        walk_each(&mut t, &dir, b"", Mounts::Ours, &mut p, &mut |t, e| {
             if old.get(e.path).is_some_and(|m| same(m, &e.meta)) {
                 if e.meta.kind != Kind::Dir || e.empty_dir {
                     unchanged.push(e.meta.size);
@@ -294,7 +314,7 @@ pub fn collect_current(b: &mut dyn Backend, s: &Settings) -> Result<Report> {
         }
         return Ok(t.finish(source, "walk, compared with the baseline".into()));
     }
-    walk_into(&mut t, &dir, b"", "scanning the root")?;
+    walk_into(&mut t, &dir, b"", Mounts::Ours, "scanning the root")?;
     Ok(t.finish(source, "walk; no baseline".into()))
 }
 
@@ -310,12 +330,18 @@ fn collect_old(b: &mut dyn Backend, s: &Settings, name: &str) -> Result<Report> 
     let path = b.old_root_path(name)?;
     let dir = open_root_dir(&path)?;
     let mut t = Tally::new(context_for(s, &dir));
-    walk_into(&mut t, &dir, b"", "scanning the old root")?;
+    walk_into(&mut t, &dir, b"", Mounts::Ours, "scanning the old root")?;
     // Nested subvolumes kept beside the old root (bcachefs), at their places in the tree.
     for (rel, p) in b.old_root_nested(name)? {
         let nd = open_root_dir(&p)?;
         let prefix = [b"/".as_slice(), rel.as_bytes()].concat();
-        walk_into(&mut t, &nd, &prefix, "scanning a nested subvolume")?;
+        walk_into(
+            &mut t,
+            &nd,
+            &prefix,
+            Mounts::Ours,
+            "scanning a nested subvolume",
+        )?;
     }
     Ok(t.finish(format!("old root {name}"), "walk".into()))
 }
@@ -323,7 +349,7 @@ fn collect_old(b: &mut dyn Backend, s: &Settings, name: &str) -> Result<Report> 
 fn collect_tmpfs(s: &Settings) -> Result<Report> {
     let dir = open_root_dir(Path::new("/"))?;
     let mut t = Tally::new(context_for(s, &dir));
-    walk_into(&mut t, &dir, b"", "scanning /")?;
+    walk_into(&mut t, &dir, b"", Mounts::NotEntered, "scanning /")?;
     Ok(t.finish(
         "/ (tmpfs)".into(),
         "walk of / without crossing mounts".into(),
