@@ -10,6 +10,7 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Rollback,
+    Finish,
     List,
     Gc,
     Pin(String),
@@ -41,6 +42,7 @@ pub struct Cli {
     pub nix: bool,
     pub prometheus: bool,
     pub force: bool,
+    pub no_baseline: bool,
     pub to: Option<PathBuf>,
     pub verbosity: i32,
 }
@@ -51,6 +53,8 @@ usage: ephemeral-root [OPTIONS] COMMAND [ARGS] [OPTIONS]
 commands:
   rollback              keep the root as a read-only old root and replace it with a fresh one
                         (the initrd step; --dry-run prints the plan)
+  finish                after boot: make the kept root read-only, prune old roots by the
+                        retention policy, take the baseline (--dry-run, --no-baseline)
   list                  list old roots (--json)
   gc                    apply the retention policy now (--dry-run)
   pin NAME | unpin NAME protect an old root from pruning, or stop protecting it
@@ -73,7 +77,7 @@ options:
   --persist PATH        a persisted path, for diff (repeatable)
   --timezone OFFSET     UTC or +HH:MM, for retention periods (default UTC)
   --kernel-cmdline STR  use STR instead of /proc/cmdline
-  --dry-run  --json  --nix  --prometheus  --force  --to DEST
+  --dry-run  --json  --nix  --prometheus  --force  --to DEST  --no-baseline
   -v, --verbose  -q, --quiet  -h, --help  -V, --version
 ";
 
@@ -131,6 +135,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
             Long("nix") => cli.nix = true,
             Long("prometheus") => cli.prometheus = true,
             Long("force") | Short('f') => cli.force = true,
+            Long("no-baseline") => cli.no_baseline = true,
             Long("verbose") | Short('v') => cli.verbosity += 1,
             Long("quiet") | Short('q') => cli.verbosity -= 1,
             Long("help") | Short('h') => cli.command = Some(Command::Help),
@@ -155,6 +160,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                     "nix",
                     "prometheus",
                     "force",
+                    "no-baseline",
                     "verbose",
                     "quiet",
                     "help",
@@ -197,6 +203,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
     };
     let command = match cmd_os.as_bytes() {
         b"rollback" => want(0..=0, "no arguments").map(|_| Command::Rollback)?,
+        b"finish" => want(0..=0, "no arguments").map(|_| Command::Finish)?,
         b"list" | b"ls" => want(0..=0, "no arguments").map(|_| Command::List)?,
         b"gc" => want(0..=0, "no arguments").map(|_| Command::Gc)?,
         b"pin" => {
@@ -227,8 +234,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
         _ => {
             let other = cmd.as_str();
             let cmds = [
-                "rollback", "list", "gc", "pin", "unpin", "check", "diff", "baseline", "restore",
-                "status", "help",
+                "rollback", "finish", "list", "gc", "pin", "unpin", "check", "diff", "baseline",
+                "restore", "status", "help",
             ];
             let hint = crate::config::suggest(other, &cmds)
                 .map(|s| format!(" (did you mean `{s}`?)"))

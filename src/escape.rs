@@ -15,7 +15,10 @@
 //! is reversible: [`unescape`] gives back the original bytes (a property test checks it). `--json`
 //! and `--nix` have their own rules (see `docs/names.md`).
 
+use std::ffi::OsStr;
 use std::fmt::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 /// How many bytes of a long value a message keeps at each end.
 pub const CUT_KEEP: usize = 100;
@@ -145,6 +148,39 @@ pub fn quoted(b: &[u8]) -> String {
     format!("\"{}\"", cut(b))
 }
 
+/// A name for a message: escaped and cut ([`cut`]).
+pub fn name(n: &OsStr) -> String {
+    cut(n.as_bytes())
+}
+
+/// [`name`] of text.
+pub fn text(s: &str) -> String {
+    cut(s.as_bytes())
+}
+
+/// [`name`] of a path.
+pub fn path(p: &Path) -> String {
+    cut(p.as_os_str().as_bytes())
+}
+
+/// A name as one JSON string value. Valid UTF-8 is written as is (with JSON's escapes); a byte that
+/// is not valid UTF-8 is written as the code point U+DC00+byte (a lone surrogate escape, `\udcNN`,
+/// as Python's `surrogateescape` does), so Python gets the bytes back. Other JSON readers reject
+/// (Nix's `builtins.fromJSON`) or mangle (jq) lone surrogates: where a name can take two fields,
+/// [`crate::json::name_fields`] (text plus exact hex) is the one to use.
+pub fn json_name(n: &OsStr) -> String {
+    let mut o = String::from("\"");
+    for chunk in n.as_bytes().utf8_chunks() {
+        let s = crate::json::string(chunk.valid());
+        o.push_str(&s[1..s.len() - 1]);
+        for byte in chunk.invalid() {
+            let _ = write!(o, "\\udc{byte:02x}");
+        }
+    }
+    o.push('"');
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +240,19 @@ mod tests {
         assert!(!c.contains("\\x"), "{c}");
         assert_eq!(cut(b"short"), "short");
         assert_eq!(quoted(b"a\nb"), "\"a\\nb\"");
+    }
+
+    #[test]
+    fn message_and_json_names() {
+        let long = "x".repeat(5000);
+        let n = text(&long);
+        assert!(n.len() < 300, "{}", n.len());
+        assert!(n.contains("(5000 bytes)") && n.contains('…'), "{n}");
+        assert_eq!(name(OsStr::from_bytes(b"\x1b[31mred")), "\\x1b[31mred");
+        assert_eq!(path(Path::new("/a\nb")), "/a\\nb");
+        assert_eq!(
+            json_name(OsStr::from_bytes(b"a\"\n\xff")),
+            "\"a\\\"\\n\\udcff\""
+        );
     }
 }

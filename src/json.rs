@@ -46,6 +46,7 @@ pub fn opt_string(s: Option<&str>) -> String {
 /// so it gets two fields: `key` with the name escaped as in plain output (`\xNN` for each bad
 /// byte, see `crate::escape`; readable, not exact) and `hex_key` with the exact bytes in lower-case
 /// hex. To get the bytes back: `bytes.fromhex(o[hex_key]) if hex_key in o else o[key].encode()`.
+#[cfg(feature = "tools")]
 pub fn name_fields(
     key: &'static str,
     hex_key: &'static str,
@@ -77,10 +78,12 @@ mod tests {
             super::object(&[("a", "1".into()), ("b", super::array(&["true".into()]))]),
             "{\"a\":1,\"b\":[true]}"
         );
+        #[cfg(feature = "tools")]
         assert_eq!(
             super::object(&super::name_fields("p", "p_hex", b"a\x1b\n")),
             "{\"p\":\"a\\u001b\\n\"}"
         );
+        #[cfg(feature = "tools")]
         assert_eq!(
             super::object(&super::name_fields("p", "p_hex", b"a\xff\n")),
             "{\"p\":\"a\\\\xff\\\\n\",\"p_hex\":\"61ff0a\"}"

@@ -1,9 +1,17 @@
 //! ephemeral-root: keep the old root as a read-only snapshot and boot from a fresh one.
+//!
+//! Layout of the program: [`layout`] (the names on disk), [`protocol`] (the state machine, written
+//! once), [`backend`] (filesystem primitives, one module per filesystem), [`engine`] (the
+//! commands). The full build (feature `tools`, the default) adds `diff`, `restore` and `status`;
+//! the initrd build (`--no-default-features`) has only what runs there.
+#![deny(unsafe_code)]
 
 mod backend;
 mod cli;
+mod clock;
 mod cmdline;
 mod config;
+#[cfg(feature = "tools")]
 mod diff;
 mod engine;
 mod error;
@@ -12,16 +20,21 @@ mod fault;
 #[cfg(test)]
 mod fuzz;
 mod json;
+mod lastrun;
+mod layout;
 mod logger;
 mod mounts;
-mod plan;
 mod probe;
+mod protocol;
+#[cfg(feature = "tools")]
 mod restore;
 mod retention;
+#[cfg(feature = "tools")]
 mod status;
 #[cfg(test)]
 mod testrand;
 mod timefmt;
+#[cfg(feature = "tools")]
 mod walk;
 mod zfs;
 

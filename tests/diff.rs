@@ -358,7 +358,17 @@ fn diff_of_an_old_root() {
     boot_noise(&mut fs);
     day_of_use(&mut fs);
     fs.ok(&["rollback"]);
-    let name = fs.old_roots().pop().unwrap();
+    // Kept but not sealed until `finish`: diff reads it as it is.
+    let name = fs
+        .ls("@snapshots")
+        .into_iter()
+        .find_map(|n| n.strip_prefix(".kept.").map(str::to_string))
+        .expect("a kept root");
+    let out = fs.ok(&args(&["diff", &name]));
+    assert!(out.starts_with(&format!("old root {name}")), "{out}");
+    line_of(&out, "/var/lib/postgresql");
+    fs.ok(&["finish", "--no-baseline"]);
+    assert_eq!(fs.old_roots(), vec![name.clone()]);
     let out = fs.ok(&args(&["diff", &name]));
     assert!(out.starts_with(&format!("old root {name}")), "{out}");
     line_of(&out, "/var/lib/postgresql");

@@ -32,10 +32,8 @@
 #![allow(clippy::unnecessary_cast)]
 
 use super::*;
+use crate::backend::Changed;
 use crate::walk;
-
-/// Where a new baseline is staged (a leftover `rollback` discards, like any `.incomplete.*`).
-const BASELINE_NEW: &str = ".incomplete.baseline";
 
 /// Fields of a `btrfs_inode_item` (packed, 160 bytes) that matter here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +203,7 @@ impl<'a> Names<'a> {
                 cur = *p;
                 continue;
             }
-            match io::ino_lookup_bytes(self.fd, self.tree, cur) {
+            match io::ino_lookup(self.fd, self.tree, cur).map(OsString::into_vec) {
                 Ok(path) => {
                     let path = path.strip_suffix(b"/").unwrap_or(&path).to_vec();
                     let d = path.split(|&b| b == b'/').filter(|c| !c.is_empty()).count();
@@ -319,58 +317,20 @@ fn inode_in(
 }
 
 impl Btrfs {
-    /// `baseline`: snapshot the root read-only as `.baseline`, replacing an older one atomically.
-    pub(super) fn baseline_take(&mut self) -> Result<()> {
-        self.create_snapshots_location()?;
-        let snaps = self.snaps_fd()?;
-        // A leftover from an interrupted run.
-        self.destroy_in_snapshots(BASELINE_NEW)?;
-        let root = open_dir_beneath(&self.top, &self.root)
-            .ctx(|| format!("open root {} on {}", self.root, self.device))?;
-        self.clone_tree(&root, &self.root, &snaps, BASELINE_NEW, "keep:staged")?;
-        self.make_tree_readonly(&snaps, BASELINE_NEW)?;
-        match rustix::fs::renameat_with(
-            &snaps,
-            BASELINE_NEW,
-            &snaps,
-            BASELINE,
-            RenameFlags::EXCHANGE,
-        ) {
-            Ok(()) => self.destroy_in_snapshots(BASELINE_NEW)?,
-            Err(Errno::NOENT) => self.rename_noreplace(
-                &snaps,
-                BASELINE_NEW,
-                &snaps,
-                BASELINE,
-                &format!("rename {}/{BASELINE_NEW} to {BASELINE}", self.snapshots),
-            )?,
-            Err(e) => {
-                return Err(Error::sys(
-                    format!("swap {}/{BASELINE_NEW} with {BASELINE}", self.snapshots),
-                    e,
-                ))
-            }
-        }
-        io::sync(self.top.as_fd()).ctx(|| format!("commit btrfs transaction on {}", self.device))
-    }
-
     fn baseline_fd(&self) -> Result<Option<OwnedFd>> {
-        let snaps = match open_dir_beneath(&self.top, &self.snapshots) {
+        let snaps = match open_dir_beneath(&self.t.fd, &self.t.snapshots) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(None),
-            Err(e) => return Err(Error::sys(format!("open {}", self.snapshots), e)),
+            Err(e) => return Err(Error::sys(format!("open {}", self.t.snapshots), e)),
         };
         match open_dir_beneath(&snaps, BASELINE) {
             Ok(fd) if is_subvol_root(&fd).unwrap_or(false) => Ok(Some(fd)),
             Ok(_) | Err(Errno::NOENT) => Ok(None),
-            Err(e) => Err(Error::sys(format!("open {}/{BASELINE}", self.snapshots), e)),
+            Err(e) => Err(Error::sys(
+                format!("open {}/{BASELINE}", self.t.snapshots),
+                e,
+            )),
         }
-    }
-
-    pub(super) fn baseline_dir(&mut self) -> Result<Option<PathBuf>> {
-        Ok(self
-            .baseline_fd()?
-            .map(|_| self.mount_path().join(&self.snapshots).join(BASELINE)))
     }
 
     /// Paths (relative to the root, no leading `/`) changed since the baseline, and branches that
@@ -379,36 +339,38 @@ impl Btrfs {
         let Some(base) = self.baseline_fd()? else {
             return Ok(None);
         };
-        let root = open_dir_beneath(&self.top, &self.root)
-            .ctx(|| format!("open root {} on {}", self.root, self.device))?;
+        let root = open_dir_beneath(&self.t.fd, &self.t.root)
+            .ctx(|| format!("open root {} on {}", self.t.root, self.t.source))?;
         let rinfo =
-            io::subvol_info(root.as_fd()).ctx(|| format!("GET_SUBVOL_INFO {}", self.root))?;
+            io::subvol_info(root.as_fd()).ctx(|| format!("GET_SUBVOL_INFO {}", self.t.root))?;
         let binfo = io::subvol_info(base.as_fd())
-            .ctx(|| format!("GET_SUBVOL_INFO {}/{BASELINE}", self.snapshots))?;
+            .ctx(|| format!("GET_SUBVOL_INFO {}/{BASELINE}", self.t.snapshots))?;
         if binfo.parent_uuid != rinfo.uuid {
             log::warn!(
                 "{}/{BASELINE} is not a snapshot of the current root {}; ignoring it (run `ephemeral-root baseline` again)",
-                self.snapshots,
-                self.root
+                self.t.snapshots,
+                self.t.root
             );
             return Ok(None);
         }
         // Inode updates sit in btrfs's delayed-inode queue until a commit: commit first, so the
         // search sees every change made so far.
-        io::sync(self.top.as_fd())
-            .ctx(|| format!("commit btrfs transaction on {}", self.device))?;
+        io::sync(self.t.fd.as_fd())
+            .ctx(|| format!("commit btrfs transaction on {}", self.t.source))?;
         let mut out = Found::default();
         self.changes_in(rinfo.id, &root, &binfo, b"", &mut out)?;
-        let bnested: HashMap<String, u64> = self.nested(binfo.id)?.into_iter().collect();
+        let bnested: HashMap<OsString, u64> = self.nested(binfo.id)?.into_iter().collect();
         for (rel, _) in self.nested(rinfo.id)? {
-            let rfd = open_dir_beneath(&root, &rel).ctx(|| format!("open {}/{rel}", self.root))?;
+            let shown = crate::escape::name(&rel);
+            let rfd =
+                open_dir_beneath(&root, &rel).ctx(|| format!("open {}/{shown}", self.t.root))?;
             let ri = io::subvol_info(rfd.as_fd())
-                .ctx(|| format!("GET_SUBVOL_INFO {}/{rel}", self.root))?;
+                .ctx(|| format!("GET_SUBVOL_INFO {}/{shown}", self.t.root))?;
             if bnested.contains_key(&rel) {
                 let bfd = open_dir_beneath(&base, &rel)
-                    .ctx(|| format!("open {}/{BASELINE}/{rel}", self.snapshots))?;
+                    .ctx(|| format!("open {}/{BASELINE}/{shown}", self.t.snapshots))?;
                 let bi = io::subvol_info(bfd.as_fd())
-                    .ctx(|| format!("GET_SUBVOL_INFO {}/{BASELINE}/{rel}", self.snapshots))?;
+                    .ctx(|| format!("GET_SUBVOL_INFO {}/{BASELINE}/{shown}", self.t.snapshots))?;
                 if bi.parent_uuid == ri.uuid {
                     self.changes_in(ri.id, &rfd, &bi, rel.as_bytes(), &mut out)?;
                     continue;
@@ -434,7 +396,7 @@ impl Btrfs {
         out: &mut Found,
     ) -> Result<()> {
         let since = binfo.otransid;
-        let fd = self.top.as_fd();
+        let fd = self.t.fd.as_fd();
         let mut searcher = io::Searcher::new();
         let mut changed: Vec<(u64, InodeItem)> = Vec::new();
         let mut refs: HashMap<u64, (u64, Vec<u8>)> = HashMap::new();

@@ -1,10 +1,14 @@
 //! Raw btrfs ioctls (magic 0x94): argument structs, request numbers and thin safe wrappers.
-//! Numbers and layouts: linux/btrfs.h (see shared/reference/ioctls.md §A). All `unsafe` for btrfs
-//! lives in this file.
+//! Numbers and layouts: linux/btrfs.h, described in docs/kernel-interfaces.md (btrfs). Request
+//! numbers are computed from direction, type, number and argument size (`_IOW`/`_IOR`/`_IOWR`),
+//! the way the header defines them. All `unsafe` for btrfs lives in this file.
+#![allow(unsafe_code)]
 
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
 use rustix::io::Errno;
-use rustix::ioctl::{ioctl, NoArg, Opcode, Updater};
+use rustix::ioctl::{ioctl, opcode, NoArg, Opcode, Updater};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 pub const BTRFS_SUPER_MAGIC: u32 = 0x9123_683E;
 pub const FS_TREE_OBJECTID: u64 = 5;
@@ -18,19 +22,22 @@ pub const DIR_ITEM_KEY: u32 = 84;
 pub const SUBVOL_RDONLY: u64 = 1 << 1;
 pub const SUBVOL_SPEC_BY_ID: u64 = 1 << 4;
 
-const SNAP_CREATE_V2: Opcode = 0x5000_9417u32 as Opcode;
-const SUBVOL_CREATE_V2: Opcode = 0x5000_9418u32 as Opcode;
-const SNAP_DESTROY_V2: Opcode = 0x5000_943fu32 as Opcode;
-const SUBVOL_GETFLAGS: Opcode = 0x8008_9419u32 as Opcode;
-const SUBVOL_SETFLAGS: Opcode = 0x4008_941au32 as Opcode;
-const TREE_SEARCH: Opcode = 0xd000_9411u32 as Opcode;
-/// `_IOWR(0x94, 17, struct btrfs_ioctl_search_args_v2)` (112 bytes: key and buffer size; the
-/// buffer follows).
-const TREE_SEARCH_V2: Opcode = 0xc070_9411u32 as Opcode;
-const INO_LOOKUP: Opcode = 0xd000_9412u32 as Opcode;
-const GET_SUBVOL_INFO: Opcode = 0x81f8_943cu32 as Opcode;
-const SYNC: Opcode = 0x0000_9408u32 as Opcode;
-const SCAN_DEV: Opcode = 0x5000_9404u32 as Opcode;
+const BTRFS_IOCTL_MAGIC: u8 = 0x94;
+// linux/btrfs.h: _IOW(BTRFS_IOCTL_MAGIC, 4, struct btrfs_ioctl_vol_args) and so on.
+const SCAN_DEV: Opcode = opcode::write::<VolArgs>(BTRFS_IOCTL_MAGIC, 4);
+const SYNC: Opcode = opcode::none(BTRFS_IOCTL_MAGIC, 8);
+const TREE_SEARCH: Opcode = opcode::read_write::<SearchArgs>(BTRFS_IOCTL_MAGIC, 17);
+/// `_IOWR(0x94, 17, struct btrfs_ioctl_search_args_v2)`: the size in the number is the key and
+/// the buffer size (112 bytes); the buffer follows them.
+#[cfg(feature = "tools")]
+const TREE_SEARCH_V2: Opcode = opcode::read_write::<SearchArgsV2Head>(BTRFS_IOCTL_MAGIC, 17);
+const INO_LOOKUP: Opcode = opcode::read_write::<InoLookupArgs>(BTRFS_IOCTL_MAGIC, 18);
+const SNAP_CREATE_V2: Opcode = opcode::write::<VolArgsV2>(BTRFS_IOCTL_MAGIC, 23);
+const SUBVOL_CREATE_V2: Opcode = opcode::write::<VolArgsV2>(BTRFS_IOCTL_MAGIC, 24);
+const SUBVOL_GETFLAGS: Opcode = opcode::read::<u64>(BTRFS_IOCTL_MAGIC, 25);
+const SUBVOL_SETFLAGS: Opcode = opcode::write::<u64>(BTRFS_IOCTL_MAGIC, 26);
+const GET_SUBVOL_INFO: Opcode = opcode::read::<SubvolInfoArgs>(BTRFS_IOCTL_MAGIC, 60);
+const SNAP_DESTROY_V2: Opcode = opcode::write::<VolArgsV2>(BTRFS_IOCTL_MAGIC, 63);
 
 #[repr(C)]
 pub struct VolArgs {
@@ -81,10 +88,20 @@ pub struct SearchArgs {
     pub buf: [u8; 3992],
 }
 
+/// The fixed part of `struct btrfs_ioctl_search_args_v2` (for the ioctl number).
+#[cfg(feature = "tools")]
+#[repr(C)]
+pub struct SearchArgsV2Head {
+    pub key: SearchKey,
+    pub buf_size: u64,
+}
+
 /// Buffer of a TREE_SEARCH_V2 batch: 64 KiB, 16 times the v1 buffer, so a search through many
 /// changed leaves costs a sixteenth of the ioctl round trips.
+#[cfg(feature = "tools")]
 const SEARCH_V2_BUF: usize = 64 * 1024;
 
+#[cfg(feature = "tools")]
 #[repr(C)]
 pub struct SearchArgsV2 {
     pub key: SearchKey,
@@ -92,7 +109,10 @@ pub struct SearchArgsV2 {
     pub buf: [u8; SEARCH_V2_BUF],
 }
 
+#[cfg(feature = "tools")]
 const _: () = assert!(std::mem::offset_of!(SearchArgsV2, buf) == 112);
+#[cfg(feature = "tools")]
+const _: () = assert!(std::mem::size_of::<SearchArgsV2Head>() == 112);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -144,7 +164,7 @@ fn zeroed_v2() -> Box<VolArgsV2> {
 }
 
 /// Copy a single path component into a fixed name buffer (NUL-terminated).
-fn put_name(dst: &mut [u8], name: &str) -> Result<(), Errno> {
+fn put_name(dst: &mut [u8], name: &OsStr) -> Result<(), Errno> {
     let b = name.as_bytes();
     if b.is_empty() || b.len() >= dst.len() || b.contains(&0) || b.contains(&b'/') {
         return Err(Errno::INVAL);
@@ -153,16 +173,16 @@ fn put_name(dst: &mut [u8], name: &str) -> Result<(), Errno> {
     Ok(())
 }
 
-fn c_str(buf: &[u8]) -> String {
+fn c_str(buf: &[u8]) -> OsString {
     let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    OsString::from_vec(buf[..end].to_vec())
 }
 
 /// Snapshot the subvolume that `src` is in, as `name` inside directory `dst_dir`.
 pub fn snap_create(
     dst_dir: BorrowedFd,
     src: BorrowedFd,
-    name: &str,
+    name: &OsStr,
     readonly: bool,
 ) -> Result<(), Errno> {
     let mut a = zeroed_v2();
@@ -175,7 +195,7 @@ pub fn snap_create(
 }
 
 /// Create an empty subvolume `name` inside directory `dir`.
-pub fn subvol_create(dir: BorrowedFd, name: &str) -> Result<(), Errno> {
+pub fn subvol_create(dir: BorrowedFd, name: &OsStr) -> Result<(), Errno> {
     let mut a = zeroed_v2();
     put_name(&mut a.name, name)?;
     // SAFETY: as for snap_create; SUBVOL_CREATE_V2 only reads the struct.
@@ -231,7 +251,6 @@ pub fn scan_dev(ctl: BorrowedFd, dev: &str) -> Result<(), Errno> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubvolInfo {
     pub id: u64,
-    pub name: String,
     pub parent_id: u64,
     pub dirid: u64,
     pub generation: u64,
@@ -275,7 +294,6 @@ pub fn subvol_info(fd: BorrowedFd) -> Result<SubvolInfo, Errno> {
     unsafe { ioctl(fd, Updater::<GET_SUBVOL_INFO, SubvolInfoArgs>::new(&mut *a))? };
     Ok(SubvolInfo {
         id: a.treeid,
-        name: c_str(&a.name),
         parent_id: a.parent_id,
         dirid: a.dirid,
         generation: a.generation,
@@ -291,12 +309,7 @@ pub fn subvol_info(fd: BorrowedFd) -> Result<SubvolInfo, Errno> {
 
 /// Path of directory inode `objectid` inside subvolume `treeid`, relative to that subvolume's
 /// root, with a trailing '/' (empty for the root directory itself).
-pub fn ino_lookup(fd: BorrowedFd, treeid: u64, objectid: u64) -> Result<String, Errno> {
-    ino_lookup_bytes(fd, treeid, objectid).map(|b| String::from_utf8_lossy(&b).into_owned())
-}
-
-/// [`ino_lookup`] as bytes (names are bytes: `diff` must see a non-UTF-8 name as it is).
-pub fn ino_lookup_bytes(fd: BorrowedFd, treeid: u64, objectid: u64) -> Result<Vec<u8>, Errno> {
+pub fn ino_lookup(fd: BorrowedFd, treeid: u64, objectid: u64) -> Result<OsString, Errno> {
     let mut a = Box::new(InoLookupArgs {
         treeid,
         objectid,
@@ -304,8 +317,7 @@ pub fn ino_lookup_bytes(fd: BorrowedFd, treeid: u64, objectid: u64) -> Result<Ve
     });
     // SAFETY: INO_LOOKUP reads/writes a 4096-byte btrfs_ioctl_ino_lookup_args (size asserted).
     unsafe { ioctl(fd, Updater::<INO_LOOKUP, InoLookupArgs>::new(&mut *a))? };
-    let end = a.name.iter().position(|&c| c == 0).unwrap_or(a.name.len());
-    Ok(a.name[..end].to_vec())
+    Ok(c_str(&a.name))
 }
 
 /// One item returned by TREE_SEARCH (of the objectid and type that were asked for).
@@ -335,67 +347,43 @@ fn search_header(buf: &[u8], off: usize) -> Result<(u64, u64, u32, usize), Errno
 /// All items with keys between (objectid, typ, 0) and (objectid, typ, MAX) in tree `tree_id`.
 pub fn search(fd: BorrowedFd, tree_id: u64, objectid: u64, typ: u32) -> Result<Vec<Item>, Errno> {
     let mut out = Vec::new();
-    let mut min_offset = 0u64;
-    loop {
-        let mut a = Box::new(SearchArgs {
-            key: SearchKey {
-                tree_id,
-                min_objectid: objectid,
-                max_objectid: objectid,
-                min_offset,
-                max_offset: u64::MAX,
-                min_transid: 0,
-                max_transid: u64::MAX,
-                min_type: typ,
-                max_type: typ,
-                nr_items: 4096,
-                ..SearchKey::default()
-            },
-            buf: [0; 3992],
-        });
-        // SAFETY: TREE_SEARCH reads the key and fills the 3992-byte buffer of a 4096-byte
-        // btrfs_ioctl_search_args (size asserted); parsing below is bounds-checked.
-        unsafe { ioctl(fd, Updater::<TREE_SEARCH, SearchArgs>::new(&mut *a))? };
-        let n = a.key.nr_items as usize;
-        if n == 0 {
-            return Ok(out);
-        }
-        let mut off = 0usize;
-        let mut last_offset = None;
-        for _ in 0..n {
-            let (oid, ioff, ityp, len) = search_header(&a.buf, off)?;
-            let data = a
-                .buf
-                .get(off + 32..off + 32 + len)
-                .ok_or(Errno::IO)?
-                .to_vec();
-            off += 32 + len;
-            if oid == objectid && ityp == typ {
-                out.push(Item { offset: ioff, data });
+    search_since(
+        fd,
+        tree_id,
+        (objectid, typ, 0),
+        (objectid, typ, u64::MAX),
+        0,
+        |it| {
+            if it.key.0 == objectid && it.key.1 == typ {
+                out.push(Item {
+                    offset: it.key.2,
+                    data: it.data.to_vec(),
+                });
             }
-            last_offset = Some(ioff);
-        }
-        match last_offset {
-            Some(u64::MAX) | None => return Ok(out),
-            Some(o) => min_offset = o + 1,
-        }
-    }
+        },
+    )?;
+    Ok(out)
 }
 
+#[cfg(feature = "tools")]
 /// Item type of an inode item (`BTRFS_INODE_ITEM_KEY`).
 pub const INODE_ITEM_KEY: u32 = 1;
+#[cfg(feature = "tools")]
 /// Item type of an inode's name in a directory (`BTRFS_INODE_REF_KEY`; offset: the directory).
 pub const INODE_REF_KEY: u32 = 12;
+#[cfg(feature = "tools")]
 /// Highest inode number a file tree uses (`BTRFS_LAST_FREE_OBJECTID`, -256).
 pub const LAST_FREE_OBJECTID: u64 = (-256i64) as u64;
+#[cfg(feature = "tools")]
 /// The quota tree (`BTRFS_QUOTA_TREE_OBJECTID`) and its per-qgroup usage items.
 pub const QUOTA_TREE_OBJECTID: u64 = 8;
+#[cfg(feature = "tools")]
 pub const QGROUP_INFO_KEY: u32 = 242;
 
 /// A compound btrfs key: (objectid, type, offset), ordered in that order.
 pub type Key = (u64, u32, u64);
 
-/// One item of a [`Searcher::search`] batch: its key and its data.
+/// One item of a [`search_since`] batch: its key and its data.
 pub struct RawItem<'a> {
     pub key: Key,
     pub data: &'a [u8],
@@ -417,11 +405,62 @@ fn next_key(k: Key) -> Option<Key> {
 /// block written in transaction `min_transid` or later (the `btrfs subvolume find-new` search).
 /// The kernel filters by tree-block generation, so a block rewritten for one changed item also
 /// yields its unchanged neighbours: callers check per-item generations themselves.
-/// TREE_SEARCH_V2 with one 64 KiB buffer reused across searches.
+pub fn search_since(
+    fd: BorrowedFd,
+    tree_id: u64,
+    min: Key,
+    max: Key,
+    min_transid: u64,
+    mut f: impl FnMut(RawItem<'_>),
+) -> Result<(), Errno> {
+    let mut cur = min;
+    loop {
+        let mut a = Box::new(SearchArgs {
+            key: SearchKey {
+                tree_id,
+                min_objectid: cur.0,
+                max_objectid: max.0,
+                min_type: cur.1,
+                max_type: max.1,
+                min_offset: cur.2,
+                max_offset: max.2,
+                min_transid,
+                max_transid: u64::MAX,
+                nr_items: 4096,
+                ..SearchKey::default()
+            },
+            buf: [0; 3992],
+        });
+        // SAFETY: TREE_SEARCH reads the key and fills the 3992-byte buffer of a 4096-byte
+        // btrfs_ioctl_search_args (size asserted); parsing below is bounds-checked.
+        unsafe { ioctl(fd, Updater::<TREE_SEARCH, SearchArgs>::new(&mut *a))? };
+        let n = a.key.nr_items as usize;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut off = 0usize;
+        let mut last = cur;
+        for _ in 0..n {
+            let (oid, ioff, ityp, len) = search_header(&a.buf, off)?;
+            let data = a.buf.get(off + 32..off + 32 + len).ok_or(Errno::IO)?;
+            off += 32 + len;
+            last = (oid, ityp, ioff);
+            f(RawItem { key: last, data });
+        }
+        match next_key(last) {
+            Some(k) if k <= max => cur = k,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// TREE_SEARCH_V2 with one 64 KiB buffer reused across searches (the `diff` change listing).
+#[cfg(feature = "tools")]
 pub struct Searcher {
     a: Box<SearchArgsV2>,
 }
 
+#[cfg(feature = "tools")]
 impl Searcher {
     pub fn new() -> Searcher {
         Searcher {
@@ -433,8 +472,7 @@ impl Searcher {
         }
     }
 
-    /// Every item with a key between `min` and `max` (compared as whole keys) in tree `tree_id`
-    /// that sits in a leaf written in transaction `min_transid` or later, in key order.
+    /// [`search_since`] in 64 KiB batches.
     pub fn search(
         &mut self,
         fd: BorrowedFd,
@@ -506,17 +544,18 @@ impl Searcher {
 
 /// The first name in a `btrfs_inode_ref` item (index u64, name_len u16, name): an inode's name in
 /// the directory that is the item's key offset.
+#[cfg(feature = "tools")]
 pub fn parse_inode_ref_name(data: &[u8]) -> Option<&[u8]> {
     let len = u16::from_le_bytes(data.get(8..10)?.try_into().ok()?) as usize;
     data.get(10..10 + len)
 }
 
 /// Parse a `btrfs_root_ref` item: (dirid, name).
-pub fn parse_root_ref(data: &[u8]) -> Option<(u64, String)> {
+pub fn parse_root_ref(data: &[u8]) -> Option<(u64, OsString)> {
     let dirid = u64::from_le_bytes(data.get(0..8)?.try_into().ok()?);
     let name_len = u16::from_le_bytes(data.get(16..18)?.try_into().ok()?) as usize;
     let name = data.get(18..18 + name_len)?;
-    Some((dirid, String::from_utf8_lossy(name).into_owned()))
+    Some((dirid, OsString::from_vec(name.to_vec())))
 }
 
 /// The id of the default subvolume (what a mount without subvol= gets).
@@ -541,7 +580,7 @@ pub fn default_subvol(fd: BorrowedFd) -> Result<u64, Errno> {
 }
 
 /// Child subvolumes of subvolume `parent`: (child id, dirid in parent, name).
-pub fn child_refs(fd: BorrowedFd, parent: u64) -> Result<Vec<(u64, u64, String)>, Errno> {
+pub fn child_refs(fd: BorrowedFd, parent: u64) -> Result<Vec<(u64, u64, OsString)>, Errno> {
     let mut v = Vec::new();
     for it in search(fd, ROOT_TREE_OBJECTID, parent, ROOT_REF_KEY)? {
         if let Some((dirid, name)) = parse_root_ref(&it.data) {
@@ -552,7 +591,7 @@ pub fn child_refs(fd: BorrowedFd, parent: u64) -> Result<Vec<(u64, u64, String)>
 }
 
 /// Parent of subvolume `id`: (parent id, dirid, name), or None for the top level / deleted ones.
-pub fn parent_ref(fd: BorrowedFd, id: u64) -> Result<Option<(u64, u64, String)>, Errno> {
+pub fn parent_ref(fd: BorrowedFd, id: u64) -> Result<Option<(u64, u64, OsString)>, Errno> {
     let items = search(fd, ROOT_TREE_OBJECTID, id, ROOT_BACKREF_KEY)?;
     Ok(items
         .into_iter()
@@ -576,8 +615,28 @@ mod tests {
         d.extend_from_slice(&7u64.to_le_bytes());
         d.extend_from_slice(&5u16.to_le_bytes());
         d.extend_from_slice(b"@root");
-        assert_eq!(parse_root_ref(&d), Some((300, "@root".into())));
+        assert_eq!(parse_root_ref(&d), Some((300, OsString::from("@root"))));
         assert_eq!(parse_root_ref(&d[..20]), None);
+    }
+
+    #[test]
+    fn request_numbers_match_linux_btrfs_h() {
+        // The values the kernel header yields on x86_64 (and every architecture with the
+        // generic _IOC layout).
+        for (got, want) in [
+            (SCAN_DEV, 0x5000_9404u32),
+            (SYNC, 0x0000_9408),
+            (TREE_SEARCH, 0xd000_9411),
+            (INO_LOOKUP, 0xd000_9412),
+            (SNAP_CREATE_V2, 0x5000_9417),
+            (SUBVOL_CREATE_V2, 0x5000_9418),
+            (SUBVOL_GETFLAGS, 0x8008_9419),
+            (SUBVOL_SETFLAGS, 0x4008_941a),
+            (GET_SUBVOL_INFO, 0x81f8_943c),
+            (SNAP_DESTROY_V2, 0x5000_943f),
+        ] {
+            assert_eq!(got as u32, want, "{got:#x}");
+        }
     }
 
     #[test]
@@ -591,10 +650,13 @@ mod tests {
     #[test]
     fn names_are_single_components() {
         let mut buf = [0u8; 16];
-        assert!(put_name(&mut buf, "a/b").is_err());
-        assert!(put_name(&mut buf, "").is_err());
-        assert!(put_name(&mut buf, "0123456789abcdef").is_err());
-        assert!(put_name(&mut buf, "ok").is_ok());
+        let n = |s: &str| OsStr::new(s).to_os_string();
+        assert!(put_name(&mut buf, &n("a/b")).is_err());
+        assert!(put_name(&mut buf, &n("")).is_err());
+        assert!(put_name(&mut buf, &n("0123456789abcdef")).is_err());
+        assert!(put_name(&mut buf, OsStr::from_bytes(b"\xff\xfe")).is_ok());
+        assert_eq!(c_str(&buf), OsStr::from_bytes(b"\xff\xfe"));
+        assert!(put_name(&mut buf, &n("ok")).is_ok());
         assert_eq!(c_str(&buf), "ok");
     }
 }

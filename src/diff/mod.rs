@@ -26,7 +26,7 @@ use crate::cli::Cli;
 use crate::config::Settings;
 use crate::error::{Context, Error, Result};
 use crate::escape;
-use crate::mounts::{self, MountInfo};
+use crate::mounts;
 use crate::walk::{Entry, Event, Kind, Meta, Options, Problem, Walker};
 use noise::Rule;
 use output::{GroupStat, Hidden, Report};
@@ -36,13 +36,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use walk::Progress;
 
-/// Is `/` a tmpfs (no subvolumes to compare: walk `/` itself)?
-pub fn root_is_tmpfs(mi: &[MountInfo]) -> bool {
-    mi.iter()
-        .rev()
-        .find(|m| m.mount_point == "/")
-        .is_some_and(|m| m.fstype == "tmpfs")
-}
+pub use crate::mounts::root_is_tmpfs;
 
 /// How many branches the report names that could not be listed (the rest are counted).
 pub const INCOMPLETE_SHOWN: usize = 20;
@@ -318,21 +312,31 @@ pub fn collect_current(b: &mut dyn Backend, s: &Settings) -> Result<Report> {
     Ok(t.finish(source, "walk; no baseline".into()))
 }
 
-fn collect_old(b: &mut dyn Backend, s: &Settings, name: &str) -> Result<Report> {
-    let inv = b.inventory()?;
-    if !inv.old_roots.iter().any(|o| o.name == name) {
+fn collect_old(
+    b: &mut dyn Backend,
+    st: &crate::protocol::State,
+    s: &Settings,
+    name: &str,
+) -> Result<Report> {
+    let Some(o) = st.find_old_root(name) else {
         return Err(Error::Usage(format!(
             "old root \"{}\" does not exist in {}; `ephemeral-root list` shows the names",
-            escape::cut_str(name),
+            escape::text(name),
             s.snapshots
         )));
+    };
+    if !o.sealed {
+        log::info!(
+            "old root {name} is not sealed yet (read-only once `finish` runs); reading it as it is"
+        );
     }
-    let path = b.old_root_path(name)?;
+    let entry = o.entry.to_string();
+    let path = b.entry_path(&entry)?;
     let dir = open_root_dir(&path)?;
     let mut t = Tally::new(context_for(s, &dir));
     walk_into(&mut t, &dir, b"", Mounts::Ours, "scanning the old root")?;
     // Nested subvolumes kept beside the old root (bcachefs), at their places in the tree.
-    for (rel, p) in b.old_root_nested(name)? {
+    for (rel, p) in b.entry_nested(&entry)? {
         let nd = open_root_dir(&p)?;
         let prefix = [b"/".as_slice(), rel.as_bytes()].concat();
         walk_into(
@@ -361,9 +365,9 @@ pub fn collect(s: &Settings, old: Option<&str>) -> Result<Report> {
     if old.is_none() && root_is_tmpfs(&mounts::read_mountinfo()?) {
         return collect_tmpfs(s);
     }
-    let mut b = crate::engine::open_backend(s)?;
+    let (mut b, st) = crate::engine::open_and_scan(s, crate::clock::now())?;
     let r = match old {
-        Some(n) => collect_old(b.as_mut(), s, n),
+        Some(n) => collect_old(b.as_mut(), &st, s, n),
         None => collect_current(b.as_mut(), s),
     };
     b.close()?;
@@ -380,23 +384,6 @@ pub fn run(cli: &Cli, s: &Settings, old: Option<&str>) -> Result<()> {
         output::human(&r, cli.verbosity > 0)
     };
     print!("{text}");
-    Ok(())
-}
-
-pub fn baseline(_cli: &Cli, s: &Settings) -> Result<()> {
-    if root_is_tmpfs(&mounts::read_mountinfo()?) {
-        return Err(Error::Usage(
-            "/ is a tmpfs: there is nothing to snapshot; `diff` walks / directly".into(),
-        ));
-    }
-    let mut b = crate::engine::open_backend(s)?;
-    b.take_baseline()?;
-    b.close()?;
-    log::info!(
-        "baseline taken: {}/{} (diff now shows only what changes from here)",
-        s.snapshots,
-        crate::backend::BASELINE
-    );
     Ok(())
 }
 
