@@ -2,7 +2,7 @@
 //! plan made, plan printed or executed, result logged. `diff`, `restore` and `status` live in
 //! their own modules (full build only).
 
-use crate::backend::{self, Backend};
+use crate::backend::Backend;
 use crate::cli::{Cli, Command};
 use crate::config::{self, Mode, Settings};
 use crate::error::{Error, Result};
@@ -71,22 +71,6 @@ pub fn run(cli: Cli) -> Result<()> {
         )),
         Command::Help | Command::Version | Command::FaultPoints => Ok(()),
     }
-}
-
-/// The blank template when it is an entry of the snapshots location (ZFS `S/.template@blank`):
-/// reported as a template, never as foreign.
-fn template_entry(s: &Settings) -> Option<String> {
-    let b = s.blank.as_deref()?;
-    let fs = b.split('@').next()?;
-    let rest = fs.strip_prefix(&s.snapshots)?.strip_prefix('/')?;
-    (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_string())
-}
-
-/// Open the backend and scan it.
-pub fn open_and_scan(s: &Settings, now: i64) -> Result<(Box<dyn Backend>, State)> {
-    let mut b = backend::open(s, now)?;
-    let st = protocol::scan(b.as_mut(), template_entry(s).as_deref())?;
-    Ok((b, st))
 }
 
 fn plan_error(e: PlanError) -> Error {
@@ -159,7 +143,7 @@ fn rollback(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
     }
     rec.mode = mode.to_string();
     let result = (|| -> Result<(Option<String>, Option<String>)> {
-        let (mut b, st) = open_and_scan(s, now)?;
+        let (mut b, st) = protocol::open(s, now)?;
         log::info!(
             "{}: root {}, snapshots {}, mode {mode}, keep \"{}\"{}",
             st.fs,
@@ -222,7 +206,7 @@ fn rollback(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
 
 /// `finish` (after boot) and `gc`: seal, delete, prune; `finish` also takes the baseline.
 fn finish_like(cli: &Cli, s: &Settings, now: i64, what: &str, baseline: bool) -> Result<()> {
-    let (mut b, st) = open_and_scan(s, now)?;
+    let (mut b, st) = protocol::open(s, now)?;
     let plan = plan::plan_finish(&st, &s.keep, now, s.timezone);
     if cli.dry_run {
         for d in &plan.retention {
@@ -278,7 +262,7 @@ fn baseline(s: &Settings, now: i64) -> Result<()> {
             "/ is a tmpfs: there is nothing to snapshot; `diff` walks / directly".into(),
         ));
     }
-    let (mut b, st) = open_and_scan(s, now)?;
+    let (mut b, st) = protocol::open(s, now)?;
     if st.root.is_none() {
         b.close()?;
         return Err(Error::Usage(format!(
@@ -297,7 +281,7 @@ fn baseline(s: &Settings, now: i64) -> Result<()> {
 }
 
 fn pin(s: &Settings, name: &str, on: bool, now: i64) -> Result<()> {
-    let (mut b, st) = open_and_scan(s, now)?;
+    let (mut b, st) = protocol::open(s, now)?;
     let Some(o) = st.find_old_root(name) else {
         b.close()?;
         return Err(Error::Usage(format!(
@@ -314,7 +298,7 @@ fn pin(s: &Settings, name: &str, on: bool, now: i64) -> Result<()> {
 }
 
 fn list(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
-    let (b, st) = open_and_scan(s, now)?;
+    let (b, st) = protocol::open(s, now)?;
     b.close()?;
     let v = st.old_roots();
     let newest = v.last().map(|o| o.name.to_string());
@@ -335,7 +319,7 @@ fn list(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
                             &o.facts
                                 .nested
                                 .iter()
-                                .map(|n| crate::escape::json_name(n))
+                                .map(|n| crate::json::json_name(n))
                                 .collect::<Vec<_>>(),
                         ),
                     ),
@@ -384,7 +368,7 @@ fn check_json(st: &State, problems: &[String]) -> String {
         .iter()
         .map(|e| {
             let mut f = vec![
-                ("name", crate::escape::json_name(&e.name)),
+                ("name", crate::json::json_name(&e.name)),
                 ("kind", json::string(e.kind.as_str())),
             ];
             if matches!(e.kind, Kind::OldRoot | Kind::Baseline | Kind::Pending) {
@@ -421,7 +405,7 @@ fn check_json(st: &State, problems: &[String]) -> String {
 }
 
 fn check(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
-    let (b, mut st) = open_and_scan(s, now)?;
+    let (b, mut st) = protocol::open(s, now)?;
     b.close()?;
     let mut problems = st.problems();
     let mounted = st.root.as_mut().and_then(|r| r.facts.mounted_at.take());

@@ -163,24 +163,6 @@ pub fn path(p: &Path) -> String {
     cut(p.as_os_str().as_bytes())
 }
 
-/// A name as one JSON string value. Valid UTF-8 is written as is (with JSON's escapes); a byte that
-/// is not valid UTF-8 is written as the code point U+DC00+byte (a lone surrogate escape, `\udcNN`,
-/// as Python's `surrogateescape` does), so Python gets the bytes back. Other JSON readers reject
-/// (Nix's `builtins.fromJSON`) or mangle (jq) lone surrogates: where a name can take two fields,
-/// [`crate::json::name_fields`] (text plus exact hex) is the one to use.
-pub fn json_name(n: &OsStr) -> String {
-    let mut o = String::from("\"");
-    for chunk in n.as_bytes().utf8_chunks() {
-        let s = crate::json::string(chunk.valid());
-        o.push_str(&s[1..s.len() - 1]);
-        for byte in chunk.invalid() {
-            let _ = write!(o, "\\udc{byte:02x}");
-        }
-    }
-    o.push('"');
-    o
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,9 +232,5 @@ mod tests {
         assert!(n.contains("(5000 bytes)") && n.contains('…'), "{n}");
         assert_eq!(name(OsStr::from_bytes(b"\x1b[31mred")), "\\x1b[31mred");
         assert_eq!(path(Path::new("/a\nb")), "/a\\nb");
-        assert_eq!(
-            json_name(OsStr::from_bytes(b"a\"\n\xff")),
-            "\"a\\\"\\n\\udcff\""
-        );
     }
 }

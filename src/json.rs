@@ -1,6 +1,8 @@
 //! Minimal JSON writing (strings, numbers, booleans, arrays, objects), enough for `--json`.
 
+use std::ffi::OsStr;
 use std::fmt::Write;
+use std::os::unix::ffi::OsStrExt;
 
 pub fn string(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
@@ -66,8 +68,28 @@ pub fn name_fields(
     }
 }
 
+/// A name as one JSON string value. Valid UTF-8 is written as is (with JSON's escapes); a byte that
+/// is not valid UTF-8 is written as the code point U+DC00+byte (a lone surrogate escape, `\udcNN`,
+/// as Python's `surrogateescape` does), so Python gets the bytes back. Other JSON readers reject
+/// (Nix's `builtins.fromJSON`) or mangle (jq) lone surrogates: where a name can take two fields,
+/// [`name_fields`] (text plus exact hex) is the one to use.
+pub fn json_name(n: &OsStr) -> String {
+    let mut o = String::from("\"");
+    for chunk in n.as_bytes().utf8_chunks() {
+        let s = string(chunk.valid());
+        o.push_str(&s[1..s.len() - 1]);
+        for byte in chunk.invalid() {
+            let _ = write!(o, "\\udc{byte:02x}");
+        }
+    }
+    o.push('"');
+    o
+}
+
 #[cfg(test)]
 mod tests {
+    use std::os::unix::ffi::OsStrExt;
+
     #[test]
     fn escapes() {
         assert_eq!(
@@ -77,6 +99,10 @@ mod tests {
         assert_eq!(
             super::object(&[("a", "1".into()), ("b", super::array(&["true".into()]))]),
             "{\"a\":1,\"b\":[true]}"
+        );
+        assert_eq!(
+            super::json_name(std::ffi::OsStr::from_bytes(b"a\"\n\xff")),
+            "\"a\\\"\\n\\udcff\""
         );
         #[cfg(feature = "tools")]
         assert_eq!(

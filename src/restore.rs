@@ -503,7 +503,7 @@ pub fn run(cli: &Cli, s: &Settings, old: &str, path: &str) -> Result<()> {
         .to
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("/{rel}")));
-    let (mut b, st) = crate::engine::open_and_scan(s, crate::clock::now())?;
+    let (mut b, st) = crate::protocol::open(s, crate::clock::now())?;
     let result = (|| -> Result<Summary> {
         let Some(o) = st.find_old_root(old) else {
             return Err(Error::Usage(format!(

@@ -38,7 +38,7 @@ fn gather(s: &Settings) -> Result<Status> {
     };
     st.last = crate::lastrun::read();
     let now = crate::clock::now();
-    let (mut b, state) = crate::engine::open_and_scan(s, now)?;
+    let (mut b, state) = crate::protocol::open(s, now)?;
     let r = (|| -> Result<()> {
         st.root_age = state.root.as_ref().map(|r| now - r.facts.began);
         let olds = state.old_roots();

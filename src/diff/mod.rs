@@ -365,7 +365,7 @@ pub fn collect(s: &Settings, old: Option<&str>) -> Result<Report> {
     if old.is_none() && root_is_tmpfs(&mounts::read_mountinfo()?) {
         return collect_tmpfs(s);
     }
-    let (mut b, st) = crate::engine::open_and_scan(s, crate::clock::now())?;
+    let (mut b, st) = crate::protocol::open(s, crate::clock::now())?;
     let r = match old {
         Some(n) => collect_old(b.as_mut(), &st, s, n),
         None => collect_current(b.as_mut(), s),

@@ -1,23 +1,86 @@
 # Evaluated by vm-tests/nix-eval (nix-instantiate --eval --strict --json, and nix-instantiate -A).
-#   nixpkgs: a nixpkgs tree; repo: this repository (a copy with Cargo.lock); impermanence: optional
-{ nixpkgs, repo, impermanence ? null, system ? "x86_64-linux" }:
+#   nixpkgs: a nixpkgs tree; repo: this repository (a copy with Cargo.lock);
+#   impermanence, preservation, homeManager: optional checkouts of those projects (the real modules);
+#   module: the NixOS module to evaluate (default: repo's; nix-eval points it at an older copy to show
+#   that a check fails on it).
+{ nixpkgs, repo, impermanence ? null, preservation ? null, homeManager ? null, module ? null, zfsVersionsToCheck ? "[]", system ? "x86_64-linux" }:
 let
   pkgs = import nixpkgs { inherit system; config = { }; overlays = [ ]; };
   inherit (pkgs) lib;
-  configs = import ./configs.nix { inherit repo impermanence; };
 
-  evalConfig = module: import (nixpkgs + "/nixos/lib/eval-config.nix") {
+  # ---- shims: the smallest additions that let today's impermanence and preservation evaluate on an
+  # older nixpkgs. Each is added only when nixpkgs lacks it (README.md, "NixOS": which and why).
+  # lib.modules.importApply (nixpkgs 24.11): today's impermanence builds its submodules with it.
+  # lib.types.attrsWith (nixpkgs 25.05): preservation's attribute sets; only elemType and lazy
+  #   change the merge semantics, placeholder only changes documentation.
+  # (conditions on the original lib: the extension's attribute names must not depend on `prev`)
+  shimmedLib = lib.extend (final: prev:
+    lib.optionalAttrs (!(lib.modules ? importApply)) {
+      modules = prev.modules // {
+        importApply = modulePath: staticArg: final.setDefaultModuleLocation modulePath (import modulePath staticArg);
+      };
+      importApply = final.modules.importApply;
+    }
+    // lib.optionalAttrs (!(lib.types ? attrsWith)) {
+      types = prev.types // {
+        attrsWith = { elemType, lazy ? false, placeholder ? "name" }:
+          if lazy then prev.types.lazyAttrsOf elemType else prev.types.attrsOf elemType;
+      };
+    });
+  shims = lib.attrNames (lib.filterAttrs (_: v: v) {
+    "lib.importApply, lib.modules.importApply" = !(lib.modules ? importApply);
+    "lib.types.attrsWith" = !(lib.types ? attrsWith);
+    "boot.initrd.systemd.tmpfiles (option declared, value ignored)" = needsTmpfilesShim;
+  });
+  # boot.initrd.systemd.tmpfiles (nixpkgs 24.11): preservation writes its initrd tmpfiles rules there.
+  # On 24.05 the option is declared and its value ignored: nothing checked here reads it.
+  needsTmpfilesShim = preservation != null && lib.versionOlder lib.version "24.11";
+  tmpfilesShim = { lib, ... }: {
+    options.boot.initrd.systemd.tmpfiles.settings = lib.mkOption {
+      type = lib.types.attrsOf (lib.types.attrsOf (lib.types.attrsOf lib.types.anything));
+      default = { };
+      description = "nix-eval shim for nixpkgs < 24.11 (value ignored)";
+    };
+  };
+
+  configs = import ./configs.nix {
+    inherit lib repo impermanence preservation homeManager;
+    module = if module == null then repo + "/nixos-module" else module;
+    extraModules = lib.optional needsTmpfilesShim tmpfilesShim;
+  };
+
+  evalConfig = m: import (nixpkgs + "/nixos/lib/eval-config.nix") {
     inherit system;
-    modules = [ module ];
+    lib = shimmedLib;
+    modules = [ m ];
   };
 
   failedAssertions = config: map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions);
 
-  describeGood = _: module:
+  # boot.initrd.systemd.storePaths entries: strings (24.05) or { source, target, ... } (24.11 and
+  # later, where contents are folded into storePaths too).
+  storeEntry = p:
+    if builtins.isAttrs p && p ? source
+    then { object = toString p.source; symlink = if p.target or null == null then null else toString p.target; enable = p.enable or true; }
+    else { object = toString p; symlink = null; enable = true; };
+
+  # A fixed package for the rendered files (vm-tests/nixos-rendered): its store path depends
+  # neither on this repository's sources nor on nixpkgs, so the committed files change only when
+  # what the module renders changes. Never built (the builder fails).
+  renderPackage = derivation {
+    name = "ephemeral-root";
+    inherit system;
+    builder = "/bin/sh";
+    args = [ "-c" "echo placeholder for vm-tests/nixos-rendered, never built; exit 1" ];
+  };
+
+  describeGood = name: m:
     let
-      c = (evalConfig module).config;
+      c = (evalConfig m).config;
       initrd = c.boot.initrd.systemd;
       unitName = "ephemeral-root.service";
+      # (an older module has no initrdUnits option: then the service only)
+      ours = c.boot.ephemeralRoot.initrdUnits or [ unitName ];
     in
     {
       failedAssertions = failedAssertions c;
@@ -29,11 +92,34 @@ let
       etcConf = c.environment.etc."ephemeral-root.conf".text;
       configText = c.boot.ephemeralRoot.configText;
       binary = "${c.boot.ephemeralRoot.package}/bin/ephemeral-root";
-      storePaths = map toString initrd.storePaths;
+      storePaths = map (p: (storeEntry p).object) initrd.storePaths;
+      binDirs = map (p: "${lib.getBin p}/bin") initrd.initrdBin ++ lib.attrValues initrd.extraBin;
+      # What make-initrd-ng receives: contents (24.05: a separate list) and storePaths.
+      initrdEntries =
+        lib.mapAttrsToList (_: v: { object = toString v.source; symlink = toString v.target; enable = v.enable; }) initrd.contents
+        ++ map storeEntry initrd.storePaths;
       inSystemPackages = builtins.elem c.boot.ephemeralRoot.package c.environment.systemPackages;
       baselineUnit = c.systemd.units."ephemeral-root-baseline.service".text;
       baselineWantedBy = c.systemd.units."ephemeral-root-baseline.service".wantedBy;
-      sysrootDropin = initrd.contents."/etc/systemd/system/sysroot.mount.d/ephemeral-root-bcachefs.conf".text or null;
+      # Every initrd unit the module defines (the service and the drop-ins), as generateUnits sees them.
+      ourUnits = lib.genAttrs ours (n:
+        let u = initrd.units.${n}; in {
+          text = u.text;
+          overrideStrategy = u.overrideStrategy or "asDropinIfExists";
+          wantedBy = u.wantedBy or [ ];
+          requiredBy = u.requiredBy or [ ];
+          upheldBy = u.upheldBy or [ ];
+          aliases = u.aliases or [ ];
+          enable = u.enable;
+        });
+      initrdUnitNames = builtins.attrNames initrd.units;
+      fstab = initrd.managerEnvironment.SYSTEMD_SYSROOT_FSTAB.text or null;
+      managerEnvironmentKeys = builtins.attrNames initrd.managerEnvironment;
+      crypttab = initrd.contents."/etc/crypttab".source.text or null;
+      kernelParams = c.boot.kernelParams;
+      utilLinuxVersion = initrd.package.util-linux.version or null;
+      systemdVersion = initrd.package.version or null;
+      zfsVersion = if c.boot.ephemeralRoot.fsType == "zfs" then c.boot.zfs.package.version else null;
       options = {
         inherit (c.boot.ephemeralRoot) fsType device root snapshots blank keep mode failureAction persistentPaths;
       };
@@ -41,7 +127,23 @@ let
 
   describeBad = _: bad:
     let c = (evalConfig bad.config).config;
-    in { inherit (bad) expect; failedAssertions = failedAssertions c; };
+    in { inherit (bad) expect; failedAssertions = failedAssertions c; warnings = c.warnings; };
+
+  describeWarn = _: w:
+    let c = (evalConfig w.config).config;
+    in { inherit (w) expect; failedAssertions = failedAssertions c; warnings = c.warnings; };
+
+  # The files the initrd holds for us, for vm-tests/nixos-rendered/<sample>: the same evaluation
+  # with the fixed package above.
+  # Rendered with the impermanence stand-in whatever IMPERMANENCE says, so the files do not depend on
+  # which impermanence is at hand (impermanence up to 5f42ef6 adds its bind mounts of /var/log and
+  # /var/lib/nixos to the initrd fstab; today's mounts them with units).
+  renderConfigs = import ./configs.nix {
+    inherit lib repo;
+    module = if module == null then repo + "/nixos-module" else module;
+  };
+  describeRendered = name: m: describeGood name { imports = [ m ]; boot.ephemeralRoot.package = renderPackage; };
+  renderSamples = [ "btrfs" "bcachefs" "bcachefs-two-devices" "luks-btrfs-emergency" ];
 in
 {
   # nix-instantiate --eval --strict --json -A report
@@ -50,13 +152,50 @@ in
     failClosed = builtins.readFile (repo + "/initrd/fail-closed.conf");
     good = lib.mapAttrs describeGood configs.good;
     bad = lib.mapAttrs describeBad configs.bad;
+    warn = lib.mapAttrs describeWarn configs.warn;
     nixpkgsVersion = lib.version;
+    inherit shims;
+    modules = {
+      impermanence = impermanence != null;
+      preservation = preservation != null;
+      homeManager = homeManager != null;
+    };
+    zfsRule = let z = import (repo + "/nixos-module/zfs-versions.nix") { inherit lib; }; in {
+      inherit (z) major minors patchBelow excluded text;
+    };
     tests = builtins.attrNames (import (repo + "/vm-tests/nixos") { inherit pkgs; });
   };
+
+  # nix-instantiate --eval --strict --json -A rendered
+  rendered = {
+    nixpkgsVersion = lib.version;
+    package = "${renderPackage}";
+    samples = lib.genAttrs renderSamples (n: describeRendered n renderConfigs.good.${n});
+  };
+
+  # nix-instantiate --eval --strict --json -A zfsSupported --argstr zfsVersionsToCheck '["2.2.0", ...]'
+  zfsSupported =
+    let z = import (repo + "/nixos-module/zfs-versions.nix") { inherit lib; };
+    in map (v: { version = v; supported = z.supported v; }) (builtins.fromJSON zfsVersionsToCheck);
 
   # nix-instantiate -A toplevel.<name> (must succeed for good, fail with the message for bad)
   toplevel = lib.mapAttrs (_: m: (evalConfig m).config.system.build.toplevel) configs.good
     // lib.mapAttrs' (n: b: lib.nameValuePair "bad-${n}" (evalConfig b.config).config.system.build.toplevel) configs.bad;
+
+  # The NixOS VM tests' initrd services: their scripts, and what the initrd holds (storePaths and the
+  # packages whose bin/ is linked into /bin), for the check that every store path a script runs is
+  # copied into the initrd.
+  testInitrds = lib.mapAttrs
+    (_: t:
+      let c = t.nodes.machine; i = c.boot.initrd.systemd; in {
+        scripts = lib.mapAttrs (_: s: s.script or "") (lib.filterAttrs (n: s: lib.hasPrefix "test-" n && s.enable) i.services);
+        storePaths = map (p: (storeEntry p).object) i.storePaths;
+        binDirs = map (p: "${lib.getBin p}/bin") i.initrdBin ++ lib.attrValues i.extraBin;
+      })
+    (import (repo + "/vm-tests/nixos") { inherit pkgs; });
+
+  # Synthetic storePaths of both shapes (24.05: strings; 24.11+: attrsets), for the normalizer check.
+  storeEntryTest = map storeEntry [ "/nix/store/aaaa-x/bin/x" { source = "/nix/store/bbbb-y"; target = "/etc/y"; enable = true; } { source = "/nix/store/cccc-z"; target = null; } ];
 
   # nix-instantiate -A driver.<scenario>
   driver = lib.mapAttrs (_: t: t.driver) (import (repo + "/vm-tests/nixos") { inherit pkgs; });
