@@ -1,8 +1,9 @@
 //! btrfs inspection for `diff`, `baseline` and `status` (a child module of `btrfs`, so it works on
 //! the same private mount and helpers):
 //!
-//! - [`Btrfs::baseline_take`]: a read-only snapshot of the root (and its nested subvolumes) as
-//!   `<snapshots>/.baseline`, built as `.baseline.new` and swapped in with `RENAME_EXCHANGE`;
+//! - the baseline itself is taken by `Fs::take_baseline` (btrfs.rs): a read-only snapshot of the
+//!   root (and its nested subvolumes) as `<snapshots>/.baseline`, built as `.incomplete.baseline`
+//!   and swapped in with `RENAME_EXCHANGE`;
 //! - [`Btrfs::baseline_changes`]: the paths that changed since the baseline, found the way
 //!   `btrfs subvolume find-new` does: one `TREE_SEARCH_V2` over the root's file tree for the
 //!   inode items and inode names (`INODE_REF`) in tree blocks written after the baseline's

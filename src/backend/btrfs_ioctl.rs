@@ -1,5 +1,6 @@
 //! Raw btrfs ioctls (magic 0x94): argument structs, request numbers and thin safe wrappers.
-//! Numbers and layouts: linux/btrfs.h, described in docs/kernel-interfaces.md (btrfs). Request
+//! Numbers and layouts: linux/btrfs.h, described in docs/kernel-interfaces.md#btrfs-numbers and
+//! #btrfs-structs (encoding: #ioctl-encoding). Request
 //! numbers are computed from direction, type, number and argument size (`_IOW`/`_IOR`/`_IOWR`),
 //! the way the header defines them. All `unsafe` for btrfs lives in this file.
 #![allow(unsafe_code)]
@@ -178,7 +179,8 @@ fn c_str(buf: &[u8]) -> OsString {
     OsString::from_vec(buf[..end].to_vec())
 }
 
-/// Snapshot the subvolume that `src` is in, as `name` inside directory `dst_dir`.
+/// Snapshot the subvolume whose root directory is `src` (6.12 refuses any other directory with
+/// EINVAL), as `name` inside directory `dst_dir` (docs/kernel-interfaces.md#btrfs-snap-create).
 pub fn snap_create(
     dst_dir: BorrowedFd,
     src: BorrowedFd,
@@ -195,6 +197,7 @@ pub fn snap_create(
 }
 
 /// Create an empty subvolume `name` inside directory `dir`.
+/// (docs/kernel-interfaces.md#btrfs-subvol-create)
 pub fn subvol_create(dir: BorrowedFd, name: &OsStr) -> Result<(), Errno> {
     let mut a = zeroed_v2();
     put_name(&mut a.name, name)?;
@@ -203,6 +206,7 @@ pub fn subvol_create(dir: BorrowedFd, name: &OsStr) -> Result<(), Errno> {
 }
 
 /// Delete the subvolume with id `subvolid`; `fd` is any directory on the filesystem not inside it.
+/// (docs/kernel-interfaces.md#btrfs-snap-destroy)
 pub fn snap_destroy_by_id(fd: BorrowedFd, subvolid: u64) -> Result<(), Errno> {
     let mut a = zeroed_v2();
     a.flags = SUBVOL_SPEC_BY_ID;
@@ -213,6 +217,7 @@ pub fn snap_destroy_by_id(fd: BorrowedFd, subvolid: u64) -> Result<(), Errno> {
 }
 
 /// Read the ioctl flags (bit 1 = read-only) of the subvolume whose root directory is `fd`.
+/// (docs/kernel-interfaces.md#btrfs-subvol-flags: setting them commits a transaction)
 pub fn get_flags(fd: BorrowedFd) -> Result<u64, Errno> {
     let mut v: u64 = 0;
     // SAFETY: SUBVOL_GETFLAGS writes one u64; `v` is a valid, exclusively borrowed u64.
@@ -227,12 +232,14 @@ pub fn set_flags(fd: BorrowedFd, flags: u64) -> Result<(), Errno> {
 }
 
 /// Commit the current transaction (makes deletions and renames durable).
+/// (docs/kernel-interfaces.md#btrfs-sync)
 pub fn sync(fd: BorrowedFd) -> Result<(), Errno> {
     // SAFETY: BTRFS_IOC_SYNC takes no argument.
     unsafe { ioctl(fd, NoArg::<SYNC>::new()) }
 }
 
 /// Register a device with the btrfs module (multi-device filesystems). `ctl` is /dev/btrfs-control.
+/// (docs/kernel-interfaces.md#btrfs-scan-dev)
 pub fn scan_dev(ctl: BorrowedFd, dev: &str) -> Result<(), Errno> {
     let mut a = Box::new(VolArgs {
         fd: 0,
@@ -263,6 +270,7 @@ pub struct SubvolInfo {
     pub otime: i64,
 }
 
+/// (docs/kernel-interfaces.md#btrfs-subvol-info)
 pub fn subvol_info(fd: BorrowedFd) -> Result<SubvolInfo, Errno> {
     let zero_ts = Timespec {
         sec: 0,
@@ -309,6 +317,7 @@ pub fn subvol_info(fd: BorrowedFd) -> Result<SubvolInfo, Errno> {
 
 /// Path of directory inode `objectid` inside subvolume `treeid`, relative to that subvolume's
 /// root, with a trailing '/' (empty for the root directory itself).
+/// (docs/kernel-interfaces.md#btrfs-ino-lookup)
 pub fn ino_lookup(fd: BorrowedFd, treeid: u64, objectid: u64) -> Result<OsString, Errno> {
     let mut a = Box::new(InoLookupArgs {
         treeid,
@@ -405,6 +414,7 @@ fn next_key(k: Key) -> Option<Key> {
 /// block written in transaction `min_transid` or later (the `btrfs subvolume find-new` search).
 /// The kernel filters by tree-block generation, so a block rewritten for one changed item also
 /// yields its unchanged neighbours: callers check per-item generations themselves.
+/// (docs/kernel-interfaces.md#btrfs-tree-search)
 pub fn search_since(
     fd: BorrowedFd,
     tree_id: u64,
@@ -551,6 +561,7 @@ pub fn parse_inode_ref_name(data: &[u8]) -> Option<&[u8]> {
 }
 
 /// Parse a `btrfs_root_ref` item: (dirid, name).
+/// (docs/kernel-interfaces.md#btrfs-tree-items)
 pub fn parse_root_ref(data: &[u8]) -> Option<(u64, OsString)> {
     let dirid = u64::from_le_bytes(data.get(0..8)?.try_into().ok()?);
     let name_len = u16::from_le_bytes(data.get(16..18)?.try_into().ok()?) as usize;
