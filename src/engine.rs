@@ -11,6 +11,7 @@ use crate::layout::Kind;
 use crate::protocol::plan::{self, Plan, PlanError, Request, Step};
 use crate::protocol::{self, exec, State};
 use crate::{clock, cmdline, fault, json, timefmt};
+use std::os::unix::ffi::OsStrExt;
 use std::time::Instant;
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -306,24 +307,40 @@ fn list(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
         let items: Vec<String> = v
             .iter()
             .map(|o| {
-                json::object(&[
+                // Nested paths are strings; when one is not UTF-8, `nested_hex` has every path's
+                // exact bytes (as `name_hex` in check --json).
+                let nested: Vec<String> = o
+                    .facts
+                    .nested
+                    .iter()
+                    .map(|n| match n.to_str() {
+                        Some(t) => json::string(t),
+                        None => json::string(&crate::escape::escape(n.as_bytes())),
+                    })
+                    .collect();
+                let mut f = vec![
                     ("name", json::string(o.name)),
                     ("time", json::string(&timefmt::rfc3339(o.time))),
                     ("pinned", o.facts.pinned.to_string()),
                     ("newest", (Some(o.name) == newest.as_deref()).to_string()),
                     ("readonly", o.facts.readonly.to_string()),
                     ("sealed", o.sealed.to_string()),
-                    (
-                        "nested",
-                        json::array(
-                            &o.facts
-                                .nested
-                                .iter()
-                                .map(|n| crate::json::json_name(n))
-                                .collect::<Vec<_>>(),
-                        ),
-                    ),
-                ])
+                    ("nested", json::array(&nested)),
+                ];
+                if o.facts.nested.iter().any(|n| n.to_str().is_none()) {
+                    let hex: Vec<String> = o
+                        .facts
+                        .nested
+                        .iter()
+                        .map(|n| {
+                            let h: String =
+                                n.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+                            json::string(&h)
+                        })
+                        .collect();
+                    f.push(("nested_hex", json::array(&hex)));
+                }
+                json::object(&f)
             })
             .collect();
         println!("{}", json::array(&items));
@@ -367,10 +384,8 @@ fn check_json(st: &State, problems: &[String]) -> String {
         .entries
         .iter()
         .map(|e| {
-            let mut f = vec![
-                ("name", crate::json::json_name(&e.name)),
-                ("kind", json::string(e.kind.as_str())),
-            ];
+            let mut f = json::name_fields("name", "name_hex", e.name.as_bytes());
+            f.push(("kind", json::string(e.kind.as_str())));
             if matches!(e.kind, Kind::OldRoot | Kind::Baseline | Kind::Pending) {
                 f.push(("readonly", e.facts.readonly.to_string()));
             }

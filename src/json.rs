@@ -1,8 +1,6 @@
 //! Minimal JSON writing (strings, numbers, booleans, arrays, objects), enough for `--json`.
 
-use std::ffi::OsStr;
 use std::fmt::Write;
-use std::os::unix::ffi::OsStrExt;
 
 pub fn string(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
@@ -48,7 +46,6 @@ pub fn opt_string(s: Option<&str>) -> String {
 /// so it gets two fields: `key` with the name escaped as in plain output (`\xNN` for each bad
 /// byte, see `crate::escape`; readable, not exact) and `hex_key` with the exact bytes in lower-case
 /// hex. To get the bytes back: `bytes.fromhex(o[hex_key]) if hex_key in o else o[key].encode()`.
-#[cfg(feature = "tools")]
 pub fn name_fields(
     key: &'static str,
     hex_key: &'static str,
@@ -68,27 +65,8 @@ pub fn name_fields(
     }
 }
 
-/// A name as one JSON string value. Valid UTF-8 is written as is (with JSON's escapes); a byte that
-/// is not valid UTF-8 is written as the code point U+DC00+byte (a lone surrogate escape, `\udcNN`,
-/// as Python's `surrogateescape` does), so Python gets the bytes back. Other JSON readers reject
-/// (Nix's `builtins.fromJSON`) or mangle (jq) lone surrogates: where a name can take two fields,
-/// [`name_fields`] (text plus exact hex) is the one to use.
-pub fn json_name(n: &OsStr) -> String {
-    let mut o = String::from("\"");
-    for chunk in n.as_bytes().utf8_chunks() {
-        let s = string(chunk.valid());
-        o.push_str(&s[1..s.len() - 1]);
-        for byte in chunk.invalid() {
-            let _ = write!(o, "\\udc{byte:02x}");
-        }
-    }
-    o.push('"');
-    o
-}
-
 #[cfg(test)]
 mod tests {
-    use std::os::unix::ffi::OsStrExt;
 
     #[test]
     fn escapes() {
@@ -101,15 +79,9 @@ mod tests {
             "{\"a\":1,\"b\":[true]}"
         );
         assert_eq!(
-            super::json_name(std::ffi::OsStr::from_bytes(b"a\"\n\xff")),
-            "\"a\\\"\\n\\udcff\""
-        );
-        #[cfg(feature = "tools")]
-        assert_eq!(
             super::object(&super::name_fields("p", "p_hex", b"a\x1b\n")),
             "{\"p\":\"a\\u001b\\n\"}"
         );
-        #[cfg(feature = "tools")]
         assert_eq!(
             super::object(&super::name_fields("p", "p_hex", b"a\xff\n")),
             "{\"p\":\"a\\\\xff\\\\n\",\"p_hex\":\"61ff0a\"}"
