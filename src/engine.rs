@@ -11,6 +11,7 @@ use crate::layout::Kind;
 use crate::protocol::plan::{self, Plan, PlanError, Request, Step};
 use crate::protocol::{self, exec, State};
 use crate::{clock, cmdline, fault, json, timefmt};
+use std::os::unix::ffi::OsStrExt;
 use std::time::Instant;
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -53,7 +54,16 @@ pub fn run(cli: Cli) -> Result<()> {
         #[cfg(feature = "tools")]
         Command::Diff(old) => crate::diff::run(&cli, &s, old.as_deref()),
         #[cfg(feature = "tools")]
-        Command::Restore { old_root, path } => crate::restore::run(&cli, &s, &old_root, &path),
+        Command::Restore { old_root, path } => {
+            // restore still takes the path as text (until it handles names as bytes).
+            let path = path.to_str().ok_or_else(|| {
+                Error::Usage(format!(
+                    "restore of a path that is not UTF-8 (\"{}\") is not supported yet",
+                    crate::escape::path(&path)
+                ))
+            })?;
+            crate::restore::run(&cli, &s, &old_root, path)
+        }
         #[cfg(feature = "tools")]
         Command::Status => crate::status::run(&cli, &s),
         #[cfg(not(feature = "tools"))]
@@ -105,7 +115,7 @@ fn rollback(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
     let started = Instant::now();
     let cmdline_text = match &cli.kernel_cmdline {
         Some(c) => c.clone(),
-        None => std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
+        None => std::fs::read("/proc/cmdline").unwrap_or_default(),
     };
     let k = cmdline::parse(&cmdline_text);
     for w in &k.warnings {
@@ -297,24 +307,40 @@ fn list(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
         let items: Vec<String> = v
             .iter()
             .map(|o| {
-                json::object(&[
+                // Nested paths are strings; when one is not UTF-8, `nested_hex` has every path's
+                // exact bytes (as `name_hex` in check --json).
+                let nested: Vec<String> = o
+                    .facts
+                    .nested
+                    .iter()
+                    .map(|n| match n.to_str() {
+                        Some(t) => json::string(t),
+                        None => json::string(&crate::escape::escape(n.as_bytes())),
+                    })
+                    .collect();
+                let mut f = vec![
                     ("name", json::string(o.name)),
                     ("time", json::string(&timefmt::rfc3339(o.time))),
                     ("pinned", o.facts.pinned.to_string()),
                     ("newest", (Some(o.name) == newest.as_deref()).to_string()),
                     ("readonly", o.facts.readonly.to_string()),
                     ("sealed", o.sealed.to_string()),
-                    (
-                        "nested",
-                        json::array(
-                            &o.facts
-                                .nested
-                                .iter()
-                                .map(|n| crate::escape::json_name(n))
-                                .collect::<Vec<_>>(),
-                        ),
-                    ),
-                ])
+                    ("nested", json::array(&nested)),
+                ];
+                if o.facts.nested.iter().any(|n| n.to_str().is_none()) {
+                    let hex: Vec<String> = o
+                        .facts
+                        .nested
+                        .iter()
+                        .map(|n| {
+                            let h: String =
+                                n.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+                            json::string(&h)
+                        })
+                        .collect();
+                    f.push(("nested_hex", json::array(&hex)));
+                }
+                json::object(&f)
             })
             .collect();
         println!("{}", json::array(&items));
@@ -358,10 +384,8 @@ fn check_json(st: &State, problems: &[String]) -> String {
         .entries
         .iter()
         .map(|e| {
-            let mut f = vec![
-                ("name", crate::escape::json_name(&e.name)),
-                ("kind", json::string(e.kind.as_str())),
-            ];
+            let mut f = json::name_fields("name", "name_hex", e.name.as_bytes());
+            f.push(("kind", json::string(e.kind.as_str())));
             if matches!(e.kind, Kind::OldRoot | Kind::Baseline | Kind::Pending) {
                 f.push(("readonly", e.facts.readonly.to_string()));
             }

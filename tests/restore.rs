@@ -150,7 +150,7 @@ fn restore_brings_back_trees_with_metadata_and_refuses_escapes() {
         &format!("@root/tmp/{marker}/deep/file"),
         "default destination",
     );
-    fs.ok(&["rollback"]);
+    fs.boot(&["rollback"]);
     let name = fs.old_roots().pop().unwrap();
 
     let dest = fs.dir.join("out");
