@@ -19,6 +19,11 @@ pub fn run(cli: Cli) -> Result<()> {
     match command {
         Command::Help => {
             print!("{}", crate::cli::USAGE);
+            if !cfg!(feature = "tools") {
+                println!(
+                    "\nThis is the initrd build: diff, restore and status are in the full tool."
+                );
+            }
             return Ok(());
         }
         Command::Version => {
@@ -235,8 +240,14 @@ fn finish_like(cli: &Cli, s: &Settings, now: i64, what: &str, baseline: bool) ->
         s.keep
     );
     if baseline && st.root.is_some() {
-        take_baseline(b.as_mut())?;
-        log::info!("{what}: baseline taken");
+        // Once per boot: a finish that runs again (a re-started unit, `nixos-rebuild switch`)
+        // must not move the baseline, or `diff` would forget what changed since boot.
+        if crate::lastrun::baseline_taken_this_boot() {
+            log::info!("{what}: baseline already taken this boot; keeping it");
+        } else {
+            take_baseline(b.as_mut())?;
+            log::info!("{what}: baseline taken");
+        }
     }
     b.close()
 }
@@ -249,12 +260,14 @@ fn gc(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
     finish_like(cli, s, now, "gc", false)
 }
 
-/// Take the baseline and make it durable.
+/// Take the baseline and make it durable, and remember (in /run, so for this boot) that it was.
 fn take_baseline(b: &mut dyn Backend) -> Result<()> {
     b.create_snapshots_location()?;
     b.take_baseline()?;
     fault::point(fault::Point::BaselineDone);
-    b.sync()
+    b.sync()?;
+    crate::lastrun::mark_baseline_taken();
+    Ok(())
 }
 
 fn baseline(s: &Settings, now: i64) -> Result<()> {
