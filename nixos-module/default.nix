@@ -197,12 +197,15 @@ let
   ]
   ++ map (p: "persist = ${p}") persistable) + "\n";
 
-  # THE place where the binaries are chosen: the initrd unit runs initrdBin (rollback/check only is
-  # enough there), the running system gets systemPackage (diff, list, gc, restore, baseline...).
-  # Today both are cfg.package (a static binary); a split initrd build changes only these lines.
-  initrdBin = "${cfg.package}/bin/ephemeral-root";
+  # THE place where the binaries are chosen: the initrd unit runs the initrd build (rollback,
+  # finish, check, list, gc, pin, baseline: no default features), the running system gets the full
+  # tool (diff, restore, status too), which also runs `finish` after boot.
+  initrdBin = "${cfg.initrdPackage}/bin/ephemeral-root";
   systemPackage = cfg.package;
   systemBin = "${systemPackage}/bin/ephemeral-root";
+  # `ephemeral-root finish` after boot: seal the kept root, prune, and take the baseline (unless
+  # baseline = false).
+  finishExecStart = unit.finish.execStartFor systemBin + optionalString (!cfg.baseline) " --no-baseline";
   etcName = removePrefix "/etc/" unit.configPath;
 
   otherFileSystems = filter (fs: fs.mountPoint != "/") (attrValues config.fileSystems);
@@ -253,7 +256,22 @@ in
       type = types.package;
       default = pkgs.pkgsStatic.callPackage ./package.nix { };
       defaultText = literalExpression "pkgs.pkgsStatic.callPackage ./package.nix { } (the flake's module: packages.\${system}.default)";
-      description = "The ephemeral-root package. A static binary: it is copied into the initrd alone.";
+      description = ''
+        The full ephemeral-root tool (default features: also diff, restore, status), for the running
+        system: it is put into environment.systemPackages and runs `ephemeral-root finish` after boot.
+        Its `initrd` attribute, when it has one, is the default of initrdPackage.'';
+    };
+
+    initrdPackage = mkOption {
+      type = types.package;
+      default = cfg.package.initrd or cfg.package;
+      defaultText = literalExpression "config.boot.ephemeralRoot.package.initrd or config.boot.ephemeralRoot.package";
+      description = ''
+        The ephemeral-root build that goes into the initrd: a static binary built without default
+        features (rollback, finish, check, list, gc, pin, baseline), copied into the initrd alone.
+        nixos-module/package.nix gives it as the `initrd` attribute of the full package; a package
+        without that attribute is used in the initrd as it is (the full tool works there too, it
+        is only larger).'';
     };
 
     fsType = mkOption {
@@ -346,8 +364,10 @@ in
       type = types.bool;
       default = true;
       description = ''
-        Take `ephemeral-root baseline` (a read-only snapshot of the fresh root) once multi-user.target is
-        reached, so `ephemeral-root diff` shows only what accumulated while the system ran.'';
+        Whether `ephemeral-root finish` (ephemeral-root-finish.service, after multi-user.target) also
+        takes the baseline, a read-only snapshot of the fresh root, so `ephemeral-root diff` shows
+        only what accumulated while the system ran. false: `finish --no-baseline` (it still seals
+        the kept root and prunes old roots).'';
     };
 
     initrdUnits = mkOption {
@@ -487,15 +507,31 @@ in
       environment.etc.${etcName}.text = configText;
       environment.systemPackages = [ systemPackage ];
 
-      systemd.services.ephemeral-root-baseline = mkIf cfg.baseline {
-        description = "Ephemeral root: baseline snapshot of this boot's fresh root (for ephemeral-root diff)";
-        wantedBy = [ "multi-user.target" ];
-        after = [ "multi-user.target" ];
-        serviceConfig = {
-          Type = "oneshot";
+      # `ephemeral-root finish`: the work that need not happen before sysroot.mount (seal the root
+      # that the initrd step moved aside as .kept.<name>, delete retired roots, prune by `keep`, take
+      # the baseline), rendered from the generic initrd/ephemeral-root-finish.service. If it never
+      # runs, the next boot's rollback does the same work after its own (docs/protocol.md).
+      #
+      # Two NixOS additions, so that it runs once per boot: every `nixos-rebuild switch` starts all
+      # active targets again (switch-to-configuration: "Start all active targets"), which would run
+      # a finished oneshot unit wanted by multi-user.target once more, and restarts changed units
+      # (a new package is a changed ExecStart). Running `finish` again mid-session would take the
+      # baseline again, and `diff` would lose what changed between boot and the switch.
+      # RemainAfterExit keeps the unit active after it ran; restartIfChanged = false leaves it
+      # alone on a switch. `systemctl restart ephemeral-root-finish` runs it again by hand.
+      systemd.services.ephemeral-root-finish = {
+        description = unit.finish.description;
+        wantedBy = unit.finish.wantedBy;
+        after = unit.finish.after;
+        before = unit.finish.before;
+        wants = unit.finish.wants;
+        requires = unit.finish.requires;
+        unitConfig = unit.finish.unitConfig;
+        serviceConfig = unit.finish.serviceConfig // {
+          ExecStart = finishExecStart;
           RemainAfterExit = true;
-          ExecStart = "${systemBin} baseline --config ${unit.configPath}";
         };
+        restartIfChanged = false;
       };
     }
 

@@ -12,6 +12,7 @@ use crate::lock::{Mode as LockMode, Request as LockRequest};
 use crate::protocol::plan::{self, Plan, PlanError, Request, Step};
 use crate::protocol::{self, exec, State};
 use crate::{clock, cmdline, fault, json, timefmt};
+use std::os::unix::ffi::OsStrExt;
 use std::time::Instant;
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -19,6 +20,11 @@ pub fn run(cli: Cli) -> Result<()> {
     match command {
         Command::Help => {
             print!("{}", crate::cli::USAGE);
+            if !cfg!(feature = "tools") {
+                println!(
+                    "\nThis is the initrd build: diff, restore and status are in the full tool."
+                );
+            }
             return Ok(());
         }
         Command::Version => {
@@ -54,7 +60,9 @@ pub fn run(cli: Cli) -> Result<()> {
         #[cfg(feature = "tools")]
         Command::Diff(old) => crate::diff::run(&cli, &s, old.as_deref()),
         #[cfg(feature = "tools")]
-        Command::Restore { old_root, path } => crate::restore::run(&cli, &s, &old_root, &path),
+        Command::Restore { old_root, path } => {
+            crate::restore::run(&cli, &s, &old_root, path.as_os_str())
+        }
         #[cfg(feature = "tools")]
         Command::Status => crate::status::run(&cli, &s),
         #[cfg(not(feature = "tools"))]
@@ -111,7 +119,7 @@ fn rollback(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
     let started = Instant::now();
     let cmdline_text = match &cli.kernel_cmdline {
         Some(c) => c.clone(),
-        None => std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
+        None => std::fs::read("/proc/cmdline").unwrap_or_default(),
     };
     let k = cmdline::parse(&cmdline_text);
     for w in &k.warnings {
@@ -231,8 +239,14 @@ fn finish_like(cli: &Cli, s: &Settings, now: i64, what: &str, baseline: bool) ->
         s.keep
     );
     if baseline && st.root.is_some() {
-        take_baseline(b.as_mut())?;
-        log::info!("{what}: baseline taken");
+        // Once per boot: a finish that runs again (a re-started unit, `nixos-rebuild switch`)
+        // must not move the baseline, or `diff` would forget what changed since boot.
+        if crate::lastrun::baseline_taken_this_boot() {
+            log::info!("{what}: baseline already taken this boot; keeping it");
+        } else {
+            take_baseline(b.as_mut())?;
+            log::info!("{what}: baseline taken");
+        }
     }
     b.close()
 }
@@ -245,12 +259,14 @@ fn gc(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
     finish_like(cli, s, now, "gc", false)
 }
 
-/// Take the baseline and make it durable.
+/// Take the baseline and make it durable, and remember (in /run, so for this boot) that it was.
 fn take_baseline(b: &mut dyn Backend) -> Result<()> {
     b.create_snapshots_location()?;
     b.take_baseline()?;
     fault::point(fault::Point::BaselineDone);
-    b.sync()
+    b.sync()?;
+    crate::lastrun::mark_baseline_taken();
+    Ok(())
 }
 
 fn baseline(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
@@ -320,24 +336,40 @@ fn list(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
         let items: Vec<String> = v
             .iter()
             .map(|o| {
-                json::object(&[
+                // Nested paths are strings; when one is not UTF-8, `nested_hex` has every path's
+                // exact bytes (as `name_hex` in check --json).
+                let nested: Vec<String> = o
+                    .facts
+                    .nested
+                    .iter()
+                    .map(|n| match n.to_str() {
+                        Some(t) => json::string(t),
+                        None => json::string(&crate::escape::escape(n.as_bytes())),
+                    })
+                    .collect();
+                let mut f = vec![
                     ("name", json::string(o.name)),
                     ("time", json::string(&timefmt::rfc3339(o.time))),
                     ("pinned", o.facts.pinned.to_string()),
                     ("newest", (Some(o.name) == newest.as_deref()).to_string()),
                     ("readonly", o.facts.readonly.to_string()),
                     ("sealed", o.sealed.to_string()),
-                    (
-                        "nested",
-                        json::array(
-                            &o.facts
-                                .nested
-                                .iter()
-                                .map(|n| crate::escape::json_name(n))
-                                .collect::<Vec<_>>(),
-                        ),
-                    ),
-                ])
+                    ("nested", json::array(&nested)),
+                ];
+                if o.facts.nested.iter().any(|n| n.to_str().is_none()) {
+                    let hex: Vec<String> = o
+                        .facts
+                        .nested
+                        .iter()
+                        .map(|n| {
+                            let h: String =
+                                n.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+                            json::string(&h)
+                        })
+                        .collect();
+                    f.push(("nested_hex", json::array(&hex)));
+                }
+                json::object(&f)
             })
             .collect();
         println!("{}", json::array(&items));
@@ -381,10 +413,8 @@ fn check_json(st: &State, problems: &[String]) -> String {
         .entries
         .iter()
         .map(|e| {
-            let mut f = vec![
-                ("name", crate::escape::json_name(&e.name)),
-                ("kind", json::string(e.kind.as_str())),
-            ];
+            let mut f = json::name_fields("name", "name_hex", e.name.as_bytes());
+            f.push(("kind", json::string(e.kind.as_str())));
             if matches!(e.kind, Kind::OldRoot | Kind::Baseline | Kind::Pending) {
                 f.push(("readonly", e.facts.readonly.to_string()));
             }

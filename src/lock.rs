@@ -160,7 +160,7 @@ pub fn describe_holders(fd: BorrowedFd<'_>) -> String {
             let words: Vec<String> = cmd
                 .split(|&b| b == 0)
                 .filter(|w| !w.is_empty())
-                .map(crate::escape::bytes)
+                .map(crate::escape::escape)
                 .collect();
             format!("pid {pid} ({})", crate::escape::text(&words.join(" ")))
         })

@@ -17,6 +17,8 @@ mod engine;
 mod error;
 mod escape;
 mod fault;
+#[cfg(test)]
+mod fuzz;
 mod json;
 mod lastrun;
 mod layout;
@@ -32,7 +34,11 @@ mod retention;
 mod signals;
 #[cfg(feature = "tools")]
 mod status;
+#[cfg(test)]
+mod testrand;
 mod timefmt;
+#[cfg(feature = "tools")]
+mod walk;
 mod zfs;
 
 fn main() {

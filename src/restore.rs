@@ -57,15 +57,7 @@ const CHUNK: usize = 3000;
 // ------------------------------------------------------------------------------------------------
 // Showing names
 
-/// Bytes for a message, escaped (src/escape.rs).
-fn esc(b: &[u8]) -> String {
-    crate::escape::bytes(b)
-}
-
-/// Bytes for a message, escaped and cut in the middle when long (src/escape.rs).
-fn cut(b: &[u8]) -> String {
-    crate::escape::name(OsStr::from_bytes(b))
-}
+use crate::escape::{cut, escape as esc};
 
 fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
@@ -725,18 +717,48 @@ fn check_no_mounts(
     if st.stx_mode as u32 & 0o170000 != 0o040000 {
         return Ok(());
     }
-    match walk_tree(pdir, name, pm, true, &mut |_, _| Ok(()), &mut |_, _| Ok(())) {
-        Ok(()) => Ok(()),
-        Err(Stop::Mount(p)) => Err(Error::Refused(format!(
+    // Every entry below, with the shared walker (src/walk.rs): it reports a mount (by mount id,
+    // a bind-mounted file too) instead of entering it. Whatever it cannot look at is a tree we
+    // cannot prove free of mounts.
+    let holds = |at: &[u8]| {
+        Error::Refused(format!(
             "{shown} holds a mount point at {}; restore --force does not replace a tree that holds mounts, so the mounted data stays safe: unmount it first, or restore with --to elsewhere and copy what you need",
-            cut(&p)
-        ))),
-        Err(Stop::Interrupted) => check_interrupt(),
-        Err(Stop::Io(p, e)) => Err(Error::sys(
-            format!("check {shown} for mount points (at {p})"),
-            e,
-        )),
+            cut(at)
+        ))
+    };
+    let top = match open_dir_at(pdir, name, DST_HOW) {
+        Ok(fd) => fd,
+        Err(Errno::XDEV) => return Err(holds(name.as_bytes())),
+        Err(e) => return Err(Error::sys(format!("open {shown}"), e)),
+    };
+    let opts = crate::walk::Options {
+        read_links: false,
+        max_depth: usize::MAX,
+        ..Default::default()
+    };
+    let prefix = name.as_bytes();
+    let mut w = crate::walk::Walker::new(top.as_fd(), prefix, opts)
+        .map_err(|e| Error::sys(format!("read {shown}"), e))?;
+    let mut n = 0u32;
+    while let Some(ev) = w.next() {
+        n = n.wrapping_add(1);
+        if n % 1024 == 0 {
+            check_interrupt()?;
+        }
+        match ev {
+            crate::walk::Event::Entry(_) => {}
+            crate::walk::Event::Mount(at) => return Err(holds(at)),
+            crate::walk::Event::Problem(_, crate::walk::Problem::Vanished) => {}
+            crate::walk::Event::Problem(at, why) => {
+                return Err(Error::Refused(format!(
+                    "cannot check {} for mount points ({}), so {shown} is not replaced",
+                    cut(at),
+                    why.describe()
+                )))
+            }
+        }
     }
+    Ok(())
 }
 
 /// Remove `name` in `pdir` and everything below it, never crossing into another mount: an entry

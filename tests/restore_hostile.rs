@@ -443,7 +443,7 @@ fn names_are_bytes_and_messages_escape_them() {
         ],
     );
     let e = one_error_line(&o);
-    assert!(e.contains("\\e[31mnope\\nforged: ok"), "{e}");
+    assert!(e.contains("\\x1b[31mnope\\nforged: ok"), "{e}");
     assert!(!o.stderr.contains(&0x1b), "raw ESC in stderr");
     // A 3,000-byte path: the message keeps both ends and says how long it was.
     let long = format!("/srv/{}/end", "d/".repeat(1500));

@@ -976,7 +976,7 @@ impl Browse for Bcachefs {
         self.entry_nested(BASELINE)
     }
 
-    fn changed_since_baseline(&mut self) -> Result<Option<Vec<String>>> {
+    fn changed_since_baseline(&mut self) -> Result<Option<super::Changed>> {
         Ok(None)
     }
 

@@ -1015,7 +1015,7 @@ impl Browse for Zfs {
         Ok(Vec::new())
     }
 
-    fn changed_since_baseline(&mut self) -> Result<Option<Vec<String>>> {
+    fn changed_since_baseline(&mut self) -> Result<Option<super::Changed>> {
         Ok(None)
     }
 

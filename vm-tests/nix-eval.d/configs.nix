@@ -84,7 +84,12 @@ in
       fileSystems."/" = { device = "/dev/vda:/dev/vdb"; fsType = "bcachefs"; options = [ "X-mount.subdir=@root" ]; };
       fileSystems."/nix" = { device = "/dev/vda:/dev/vdb"; fsType = "bcachefs"; options = [ "X-mount.subdir=@nix" ]; };
     };
-    zfs = { imports = [ base zfsLayout ]; boot.ephemeralRoot.mode = "audit"; boot.ephemeralRoot.blank = "rpool/local/blank@blank"; };
+    zfs = {
+      imports = [ base zfsLayout ];
+      boot.ephemeralRoot.mode = "audit";
+      boot.ephemeralRoot.blank = "rpool/local/blank@blank";
+      boot.ephemeralRoot.baseline = false; # finish --no-baseline
+    };
     luks-btrfs-emergency = {
       imports = [ base (btrfsLayout "/dev/mapper/cryptroot") ];
       boot.initrd.luks.devices.cryptroot.device = "/dev/disk/by-uuid/11111111-2222-3333-4444-555555555555";

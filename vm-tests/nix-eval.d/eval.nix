@@ -64,23 +64,51 @@ let
     then { object = toString p.source; symlink = if p.target or null == null then null else toString p.target; enable = p.enable or true; }
     else { object = toString p; symlink = null; enable = true; };
 
-  # A fixed package for the rendered files (vm-tests/nixos-rendered): its store path depends
+  # The two builds of nixos-module/package.nix, as the module's default `package` makes them: the
+  # full tool and its `initrd` attribute (no default features). The checks compare what the samples
+  # put into the initrd and the system against these, not against the module's own options.
+  # (With an older package.nix that has no `initrd` attribute, the initrd build is null: the checks
+  # that need it fail.)
+  builtPackages =
+    let full = pkgs.pkgsStatic.callPackage (repo + "/nixos-module/package.nix") { };
+    in { inherit full; initrd = full.initrd or null; };
+
+  # Fixed packages for the rendered files (vm-tests/nixos-rendered): their store paths depend
   # neither on this repository's sources nor on nixpkgs, so the committed files change only when
-  # what the module renders changes. Never built (the builder fails).
-  renderPackage = derivation {
-    name = "ephemeral-root";
-    inherit system;
+  # what the module renders changes. Never built (the builder fails). The full tool carries the
+  # initrd build as `initrd`, as package.nix's does.
+  placeholder = name: derivation {
+    inherit name system;
     builder = "/bin/sh";
     args = [ "-c" "echo placeholder for vm-tests/nixos-rendered, never built; exit 1" ];
   };
+  renderInitrdPackage = placeholder "ephemeral-root-initrd";
+  renderPackage = placeholder "ephemeral-root" // { initrd = renderInitrdPackage; };
 
-  describeGood = name: m:
+  packagesInfo = expected: {
+    full = outPathOf expected.full;
+    initrd = if expected.initrd == null then null else outPathOf expected.initrd;
+    # `cargo build --no-default-features` for the initrd build only (buildRustPackage's
+    # buildNoDefaultFeatures becomes the derivation attribute cargoBuildNoDefaultFeatures).
+    fullNoDefaultFeatures = expected.full.cargoBuildNoDefaultFeatures or null;
+    initrdNoDefaultFeatures = if expected.initrd == null then null else expected.initrd.cargoBuildNoDefaultFeatures or null;
+    # the names of the build inputs (the rustc wrapper's carries the compiler's version)
+    fullBuildInputs = map (d: d.name or "") (expected.full.nativeBuildInputs or [ ]);
+    initrdBuildInputs = if expected.initrd == null then [ ] else map (d: d.name or "") (expected.initrd.nativeBuildInputs or [ ]);
+  };
+
+  outPathOf = p: if builtins.isAttrs p && p ? outPath then toString p.outPath else toString p;
+
+  describeGood = name: m: describeWith builtPackages name m;
+  describeWith = expected: name: m:
     let
       c = (evalConfig m).config;
       initrd = c.boot.initrd.systemd;
       unitName = "ephemeral-root.service";
       # (an older module has no initrdUnits option: then the service only)
       ours = c.boot.ephemeralRoot.initrdUnits or [ unitName ];
+      finishName = "ephemeral-root-finish.service";
+      systemPackagePaths = map outPathOf c.environment.systemPackages;
     in
     {
       failedAssertions = failedAssertions c;
@@ -91,16 +119,26 @@ let
       initrdConf = initrd.contents."/etc/ephemeral-root.conf".text;
       etcConf = c.environment.etc."ephemeral-root.conf".text;
       configText = c.boot.ephemeralRoot.configText;
-      binary = "${c.boot.ephemeralRoot.package}/bin/ephemeral-root";
+      # The binaries the checks expect: the initrd build in the initrd, the full tool in the system.
+      initrdBinary = if expected.initrd == null then null else "${expected.initrd}/bin/ephemeral-root";
+      systemBinary = "${expected.full}/bin/ephemeral-root";
+      packages = packagesInfo expected;
       storePaths = map (p: (storeEntry p).object) initrd.storePaths;
       binDirs = map (p: "${lib.getBin p}/bin") initrd.initrdBin ++ lib.attrValues initrd.extraBin;
       # What make-initrd-ng receives: contents (24.05: a separate list) and storePaths.
       initrdEntries =
         lib.mapAttrsToList (_: v: { object = toString v.source; symlink = toString v.target; enable = v.enable; }) initrd.contents
         ++ map storeEntry initrd.storePaths;
-      inSystemPackages = builtins.elem c.boot.ephemeralRoot.package c.environment.systemPackages;
-      baselineUnit = c.systemd.units."ephemeral-root-baseline.service".text;
-      baselineWantedBy = c.systemd.units."ephemeral-root-baseline.service".wantedBy;
+      fullInSystemPackages = builtins.elem (outPathOf expected.full) systemPackagePaths;
+      initrdInSystemPackages = expected.initrd != null && builtins.elem (outPathOf expected.initrd) systemPackagePaths;
+      # The system units whose name mentions ephemeral-root (the finish service, and no other).
+      systemUnitNames = builtins.filter (n: lib.hasPrefix "ephemeral-root" n) (builtins.attrNames c.systemd.units);
+      finishUnit = if c.systemd.units ? ${finishName} then {
+        text = c.systemd.units.${finishName}.text;
+        wantedBy = c.systemd.units.${finishName}.wantedBy;
+        enable = c.systemd.units.${finishName}.enable;
+      } else null;
+      baselineOption = c.boot.ephemeralRoot.baseline;
       # Every initrd unit the module defines (the service and the drop-ins), as generateUnits sees them.
       ourUnits = lib.genAttrs ours (n:
         let u = initrd.units.${n}; in {
@@ -142,13 +180,16 @@ let
     inherit lib repo;
     module = if module == null then repo + "/nixos-module" else module;
   };
-  describeRendered = name: m: describeGood name { imports = [ m ]; boot.ephemeralRoot.package = renderPackage; };
+  describeRendered = name: m: describeWith { full = renderPackage; initrd = renderInitrdPackage; } name
+    { imports = [ m ]; boot.ephemeralRoot.package = renderPackage; };
   renderSamples = [ "btrfs" "bcachefs" "bcachefs-two-devices" "luks-btrfs-emergency" ];
 in
 {
   # nix-instantiate --eval --strict --json -A report
   report = {
     generic = builtins.readFile (repo + "/initrd/ephemeral-root.service");
+    genericFinish = builtins.readFile (repo + "/initrd/ephemeral-root-finish.service");
+    packages = packagesInfo builtPackages;
     failClosed = builtins.readFile (repo + "/initrd/fail-closed.conf");
     good = lib.mapAttrs describeGood configs.good;
     bad = lib.mapAttrs describeBad configs.bad;
@@ -169,7 +210,8 @@ in
   # nix-instantiate --eval --strict --json -A rendered
   rendered = {
     nixpkgsVersion = lib.version;
-    package = "${renderPackage}";
+    # the binary the rendered initrd unit runs: the initrd build's placeholder
+    package = "${renderInitrdPackage}";
     samples = lib.genAttrs renderSamples (n: describeRendered n renderConfigs.good.${n});
   };
 
@@ -200,6 +242,7 @@ in
   # nix-instantiate -A driver.<scenario>
   driver = lib.mapAttrs (_: t: t.driver) (import (repo + "/vm-tests/nixos") { inherit pkgs; });
 
-  # nix-instantiate -A package
-  package = pkgs.pkgsStatic.callPackage (repo + "/nixos-module/package.nix") { };
+  # nix-instantiate -A package / -A packageInitrd
+  package = builtPackages.full;
+  packageInitrd = builtPackages.initrd;
 }

@@ -85,7 +85,9 @@ rec {
         assert "ephemeral-root: rollback finished" in log, "the initrd step did not finish"
         assert "rollback FAILED" not in log, "the initrd step failed"
         machine.succeed("test -f /etc/ephemeral-root.conf", "ephemeral-root check")
-        machine.wait_for_unit("ephemeral-root-baseline.service")
+        # finish (after multi-user.target) seals the root the initrd moved aside, prunes and takes
+        # the baseline: the old roots counted below are sealed only once it has run.
+        machine.wait_for_unit("ephemeral-root-finish.service")
 
 
     def write_state(tag):
