@@ -107,14 +107,13 @@ pub fn parse_locks(text: &str) -> Vec<LockLine> {
 
 /// PIDs holding a `flock` on (major, minor, ino), other than `me`.
 pub fn holders(locks: &[LockLine], dev: (u32, u32), ino: u64, me: i64) -> Vec<i64> {
-    let mut v: Vec<i64> = locks
-        .iter()
-        .filter(|l| l.kind == "FLOCK" && !l.blocked && (l.major, l.minor) == dev && l.ino == ino)
-        .map(|l| l.pid)
-        .filter(|&p| p != me && p > 0)
-        .collect();
-    v.sort_unstable();
-    v.dedup();
+    let mut v: Vec<i64> = Vec::new();
+    for l in locks {
+        let ours = l.kind == "FLOCK" && !l.blocked && (l.major, l.minor) == dev && l.ino == ino;
+        if ours && l.pid != me && l.pid > 0 && !v.contains(&l.pid) {
+            v.push(l.pid);
+        }
+    }
     v
 }
 
@@ -199,8 +198,8 @@ pub fn acquire(
             Ok(()) => {
                 if told {
                     log::info!(
-                        "{command}: got the lock on {what} after {:.1} s",
-                        start.elapsed().as_secs_f64()
+                        "{command}: got the lock on {what} after {} ms",
+                        start.elapsed().as_millis()
                     );
                 }
                 return Ok(());
