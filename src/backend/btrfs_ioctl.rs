@@ -27,10 +27,8 @@ const BTRFS_IOCTL_MAGIC: u8 = 0x94;
 // linux/btrfs.h: _IOW(BTRFS_IOCTL_MAGIC, 4, struct btrfs_ioctl_vol_args) and so on.
 const SCAN_DEV: Opcode = opcode::write::<VolArgs>(BTRFS_IOCTL_MAGIC, 4);
 const SYNC: Opcode = opcode::none(BTRFS_IOCTL_MAGIC, 8);
-const TREE_SEARCH: Opcode = opcode::read_write::<SearchArgs>(BTRFS_IOCTL_MAGIC, 17);
 /// `_IOWR(0x94, 17, struct btrfs_ioctl_search_args_v2)`: the size in the number is the key and
 /// the buffer size (112 bytes); the buffer follows them.
-#[cfg(feature = "tools")]
 const TREE_SEARCH_V2: Opcode = opcode::read_write::<SearchArgsV2Head>(BTRFS_IOCTL_MAGIC, 17);
 const INO_LOOKUP: Opcode = opcode::read_write::<InoLookupArgs>(BTRFS_IOCTL_MAGIC, 18);
 const SNAP_CREATE_V2: Opcode = opcode::write::<VolArgsV2>(BTRFS_IOCTL_MAGIC, 23);
@@ -83,14 +81,7 @@ pub struct SearchKey {
     pub unused4: u64,
 }
 
-#[repr(C)]
-pub struct SearchArgs {
-    pub key: SearchKey,
-    pub buf: [u8; 3992],
-}
-
 /// The fixed part of `struct btrfs_ioctl_search_args_v2` (for the ioctl number).
-#[cfg(feature = "tools")]
 #[repr(C)]
 pub struct SearchArgsV2Head {
     pub key: SearchKey,
@@ -99,10 +90,8 @@ pub struct SearchArgsV2Head {
 
 /// Buffer of a TREE_SEARCH_V2 batch: 64 KiB, 16 times the v1 buffer, so a search through many
 /// changed leaves costs a sixteenth of the ioctl round trips.
-#[cfg(feature = "tools")]
 const SEARCH_V2_BUF: usize = 64 * 1024;
 
-#[cfg(feature = "tools")]
 #[repr(C)]
 pub struct SearchArgsV2 {
     pub key: SearchKey,
@@ -110,9 +99,7 @@ pub struct SearchArgsV2 {
     pub buf: [u8; SEARCH_V2_BUF],
 }
 
-#[cfg(feature = "tools")]
 const _: () = assert!(std::mem::offset_of!(SearchArgsV2, buf) == 112);
-#[cfg(feature = "tools")]
 const _: () = assert!(std::mem::size_of::<SearchArgsV2Head>() == 112);
 
 #[repr(C)]
@@ -149,7 +136,6 @@ const _: () = assert!(std::mem::size_of::<VolArgs>() == 4096);
 const _: () = assert!(std::mem::size_of::<VolArgsV2>() == 4096);
 const _: () = assert!(std::mem::size_of::<InoLookupArgs>() == 4096);
 const _: () = assert!(std::mem::size_of::<SearchKey>() == 104);
-const _: () = assert!(std::mem::size_of::<SearchArgs>() == 4096);
 const _: () = assert!(std::mem::size_of::<SubvolInfoArgs>() == 504);
 const _: () = assert!(std::mem::offset_of!(SubvolInfoArgs, otime) == 392);
 const _: () = assert!(std::mem::offset_of!(VolArgsV2, name) == 56);
@@ -421,56 +407,17 @@ pub fn search_since(
     min: Key,
     max: Key,
     min_transid: u64,
-    mut f: impl FnMut(RawItem<'_>),
+    f: impl FnMut(RawItem<'_>),
 ) -> Result<(), Errno> {
-    let mut cur = min;
-    loop {
-        let mut a = Box::new(SearchArgs {
-            key: SearchKey {
-                tree_id,
-                min_objectid: cur.0,
-                max_objectid: max.0,
-                min_type: cur.1,
-                max_type: max.1,
-                min_offset: cur.2,
-                max_offset: max.2,
-                min_transid,
-                max_transid: u64::MAX,
-                nr_items: 4096,
-                ..SearchKey::default()
-            },
-            buf: [0; 3992],
-        });
-        // SAFETY: TREE_SEARCH reads the key and fills the 3992-byte buffer of a 4096-byte
-        // btrfs_ioctl_search_args (size asserted); parsing below is bounds-checked.
-        unsafe { ioctl(fd, Updater::<TREE_SEARCH, SearchArgs>::new(&mut *a))? };
-        let n = a.key.nr_items as usize;
-        if n == 0 {
-            return Ok(());
-        }
-        let mut off = 0usize;
-        let mut last = cur;
-        for _ in 0..n {
-            let (oid, ioff, ityp, len) = search_header(&a.buf, off)?;
-            let data = a.buf.get(off + 32..off + 32 + len).ok_or(Errno::IO)?;
-            off += 32 + len;
-            last = (oid, ityp, ioff);
-            f(RawItem { key: last, data });
-        }
-        match next_key(last) {
-            Some(k) if k <= max => cur = k,
-            _ => return Ok(()),
-        }
-    }
+    Searcher::new().search(fd, tree_id, min, max, min_transid, f)
 }
 
-/// TREE_SEARCH_V2 with one 64 KiB buffer reused across searches (the `diff` change listing).
-#[cfg(feature = "tools")]
+/// The one TREE_SEARCH loop: TREE_SEARCH_V2 with a 64 KiB buffer, reusable across searches (the
+/// `diff` change listing makes many).
 pub struct Searcher {
     a: Box<SearchArgsV2>,
 }
 
-#[cfg(feature = "tools")]
 impl Searcher {
     pub fn new() -> Searcher {
         Searcher {
@@ -498,6 +445,7 @@ impl Searcher {
     /// [`Searcher::search`], but at most `batches` ioctls (a lookup of one inode's few items
     /// needs one; asking again only to hear "no more" would double its cost).
     #[allow(clippy::too_many_arguments)]
+    #[cfg_attr(not(feature = "tools"), allow(dead_code))]
     pub fn search_batches(
         &mut self,
         fd: BorrowedFd,
@@ -637,7 +585,7 @@ mod tests {
         for (got, want) in [
             (SCAN_DEV, 0x5000_9404u32),
             (SYNC, 0x0000_9408),
-            (TREE_SEARCH, 0xd000_9411),
+            (TREE_SEARCH_V2, 0xc070_9411),
             (INO_LOOKUP, 0xd000_9412),
             (SNAP_CREATE_V2, 0x5000_9417),
             (SUBVOL_CREATE_V2, 0x5000_9418),
