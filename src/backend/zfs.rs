@@ -456,14 +456,8 @@ impl Zfs {
     fn children_unchanged_since(&self, snap: &str) -> Result<bool> {
         let tag = snap.split('@').nth(1).unwrap_or_default();
         for k in self.tree(&self.root)? {
-            let latest = self
-                .dev
-                .list_snapshots(&k.name, 0, 0)
-                .map_err(|e| ze(format!("list snapshots of {}", k.name), e))?
-                .pop()
-                .map(|s| s.name);
-            let written = self.stats(&k.name)?.and_then(|s| s.prop_u64("written"));
-            if latest != Some(format!("{}@{tag}", k.name)) || written != Some(0) {
+            let (latest, unwritten) = self.latest_snapshot(&k.name)?;
+            if latest != Some(format!("{}@{tag}", k.name)) || !unwritten {
                 return Ok(false);
             }
         }
@@ -600,12 +594,27 @@ impl Zfs {
 
     /// The latest snapshot of the root and whether nothing was written since.
     fn root_latest(&self) -> Result<(Option<String>, bool)> {
+        self.latest_snapshot(&self.root)
+    }
+
+    /// The most recent snapshot of `ds` that says how it began (the freshness marker, an audit
+    /// snapshot), and whether nothing was written since. The baseline `finish` takes after boot
+    /// is looked through when nothing was written between it and the snapshot before it.
+    fn latest_snapshot(&self, ds: &str) -> Result<(Option<String>, bool)> {
         let snaps = self
             .dev
-            .list_snapshots(&self.root, 0, 0)
-            .map_err(|e| ze(format!("list snapshots of root {}", self.root), e))?;
-        let written = self.stats(&self.root)?.and_then(|s| s.prop_u64("written"));
-        Ok((snaps.last().map(|s| s.name.clone()), written == Some(0)))
+            .list_snapshots(ds, 0, 0)
+            .map_err(|e| ze(format!("list snapshots of {ds}"), e))?;
+        let mut unwritten = self.stats(ds)?.and_then(|s| s.prop_u64("written")) == Some(0);
+        for s in snaps.iter().rev() {
+            if s.name.ends_with(&format!("@{BASELINE_SNAP}")) {
+                // `written` of a snapshot: what changed between the one before it and it.
+                unwritten &= self.stats(&s.name)?.and_then(|x| x.prop_u64("written")) == Some(0);
+                continue;
+            }
+            return Ok((Some(s.name.clone()), unwritten));
+        }
+        Ok((None, unwritten))
     }
 }
 
