@@ -328,7 +328,7 @@ fn pin(cli: &Cli, s: &Settings, name: &str, on: bool, now: i64) -> Result<()> {
 }
 
 fn list(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
-    let (b, st) = protocol::open(s, now)?;
+    let (b, st) = protocol::open_detailed(s, now)?;
     b.close()?;
     let v = st.old_roots();
     let newest = v.last().map(|o| o.name.to_string());
@@ -449,7 +449,7 @@ fn check_json(st: &State, problems: &[String]) -> String {
 }
 
 fn check(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
-    let (b, mut st) = protocol::open(s, now)?;
+    let (b, mut st) = protocol::open_detailed(s, now)?;
     b.close()?;
     let mut problems = st.problems();
     let mounted = st.root.as_mut().and_then(|r| r.facts.mounted_at.take());

@@ -63,7 +63,7 @@ use super::bcachefs_ioctl as io;
 use super::dirs::{self, join_os, open_dir_beneath, pins, record, split_os, Built, Top};
 #[cfg(feature = "tools")]
 use super::Browse;
-use super::{Facts, Fs, RawEntry, RootFacts, RootSource};
+use super::{Detail, Facts, Fs, RawEntry, RootFacts, RootSource};
 use crate::config::Settings;
 use crate::error::{Context, Error, Result};
 use crate::fault::{self, Point};
@@ -648,7 +648,8 @@ impl Bcachefs {
 impl Fs for Bcachefs {
     dirs::top_fs!("bcachefs");
 
-    fn entries(&mut self) -> Result<Vec<RawEntry>> {
+    fn entries(&mut self, detail: Detail) -> Result<Vec<RawEntry>> {
+        let full = detail == Detail::Full;
         let snaps = self.snaps_fd()?;
         let s_sub = io::statx(&snaps, "")
             .ctx(|| format!("statx {}", self.t.snapshots))?
@@ -662,9 +663,17 @@ impl Fs for Bcachefs {
                 Ok(st) if st.is_dir() && st.subvol != s_sub => {
                     facts.tree = true;
                     facts.id = st.subvol.to_string();
-                    if let Ok(fd) = open_dir_beneath(&snaps, name) {
-                        facts.readonly = is_readonly(&fd);
+                    if full {
+                        if let Ok(fd) = open_dir_beneath(&snaps, name) {
+                            facts.readonly = is_readonly(&fd);
+                        }
                     }
+                }
+                Ok(st) if st.is_dir() && !full => {
+                    // Planning needs only to know a store by its name; deleting one proves what
+                    // it holds first (`destroy_store`).
+                    facts.dir = true;
+                    facts.store = name.as_bytes().ends_with(layout::STORE_SUFFIX.as_bytes());
                 }
                 Ok(st) if st.is_dir() => {
                     // A store holds only subvolume roots with encoded names; `.pins` is a dir.

@@ -10,7 +10,7 @@ use super::btrfs_ioctl as io;
 use super::dirs::{self, join_os, open_dir_beneath, pins, record, split_os, Built, Top};
 #[cfg(feature = "tools")]
 use super::Browse;
-use super::{Facts, Fs, RawEntry, RootFacts, RootSource};
+use super::{Detail, Facts, Fs, RawEntry, RootFacts, RootSource};
 use crate::config::Settings;
 use crate::error::{Context, Error, Result};
 use crate::fault::{self, Point};
@@ -103,12 +103,11 @@ impl Btrfs {
             return Err(Error::Refused(format!("{device} did not mount as btrfs")));
         }
         // Root items (generation numbers) are updated only at transaction commit. If the
-        // filesystem is mounted elsewhere too (after boot; tests), recent writes may not be
-        // committed yet: commit, so "unchanged since created/copied" is decided on real data. In
-        // the initrd nothing else has it mounted and this commit is skipped.
-        if t.mounted_elsewhere {
-            io::sync(t.fd.as_fd()).ctx(|| format!("commit btrfs transaction on {device}"))?;
-        }
+        // filesystem is mounted elsewhere too (after boot; tests; in any mount namespace, which
+        // our view of mountinfo does not show), recent writes may not be committed yet: commit,
+        // so "unchanged since created/copied" is decided on real data. With nothing to commit
+        // (the initrd) this costs next to nothing (bench/RESULTS-rollback.md).
+        io::sync(t.fd.as_fd()).ctx(|| format!("commit btrfs transaction on {device}"))?;
         Ok(Btrfs { t })
     }
 
@@ -343,13 +342,11 @@ impl Btrfs {
         Ok(())
     }
 
-    /// Every subvolume of the tree at `fd` (subvolume `id`) is read-only.
-    fn tree_readonly(&self, fd: &OwnedFd, nested: &[(OsString, u64)]) -> bool {
-        let ro = |f: &OwnedFd| io::get_flags(f.as_fd()).is_ok_and(|x| x & io::SUBVOL_RDONLY != 0);
-        ro(fd)
-            && nested
-                .iter()
-                .all(|(p, _)| open_dir_beneath(fd, p).is_ok_and(|f| ro(&f)))
+    /// Subvolume `id` and every subvolume nested in it are read-only (from their root items).
+    fn tree_readonly(&self, id: u64, nested: &[(OsString, u64)]) -> bool {
+        std::iter::once(id)
+            .chain(nested.iter().map(|(_, n)| *n))
+            .all(|i| io::root_item_readonly(self.t.fd.as_fd(), i).unwrap_or(false))
     }
 
     fn root_info(&self) -> Result<Option<(OwnedFd, io::SubvolInfo)>> {
@@ -371,40 +368,48 @@ impl Btrfs {
 impl Fs for Btrfs {
     dirs::top_fs!("btrfs on");
 
-    fn entries(&mut self) -> Result<Vec<RawEntry>> {
+    fn entries(&mut self, detail: Detail) -> Result<Vec<RawEntry>> {
         let snaps = self.snaps_fd()?;
+        // The subvolumes directly in the snapshots location, from the root tree's back
+        // references (one search; an entry whose reference leads to this directory is a
+        // subvolume here), so nothing needs opening to be told apart.
+        let sid = io::subvol_info(snaps.as_fd())
+            .ctx(|| format!("GET_SUBVOL_INFO {}", self.t.snapshots))?
+            .id;
+        let sino = rustix::fs::fstat(&snaps).ctx(|| "fstat")?.st_ino;
+        let subs = io::child_refs(self.t.fd.as_fd(), sid)
+            .ctx(|| format!("list the subvolumes in {}", self.t.snapshots))?;
+        let pins = open_dir_beneath(&snaps, layout::PINS_DIR).is_ok();
         let mut out = Vec::new();
-        for (name, _) in dirs::entries(&snaps).ctx(|| format!("read {}", self.t.snapshots))? {
+        for (name, ft) in dirs::entries(&snaps).ctx(|| format!("read {}", self.t.snapshots))? {
             let mut facts = Facts::default();
-            let st = rustix::fs::statat(&snaps, &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
-            match st {
-                Ok(st) if st.st_mode & 0o170000 == 0o100000 => facts.file = true,
-                Ok(st) if st.st_mode & 0o170000 == 0o040000 => {
-                    if let Ok(fd) = open_dir_beneath(&snaps, &name) {
-                        if is_subvol_root(&fd).unwrap_or(false) {
-                            let info = io::subvol_info(fd.as_fd()).ctx(|| {
-                                format!("GET_SUBVOL_INFO {}/{}", self.t.snapshots, lossy(&name))
-                            })?;
-                            let nested = self.nested(info.id)?;
-                            facts.tree = true;
-                            facts.readonly = self.tree_readonly(&fd, &nested);
-                            facts.nested = nested.into_iter().map(|(p, _)| p).collect();
-                            facts.id = info.id.to_string();
-                        } else {
-                            facts.dir = true;
-                        }
-                    }
+            if let Some((id, _, _)) = subs.iter().find(|(_, d, n)| *d == sino && *n == name) {
+                facts.tree = true;
+                facts.id = id.to_string();
+                if detail == Detail::Full {
+                    let nested = self.nested(*id)?;
+                    facts.readonly = self.tree_readonly(*id, &nested);
+                    facts.nested = nested.into_iter().map(|(p, _)| p).collect();
                 }
-                _ => {}
+            } else {
+                let ft = match ft {
+                    rustix::fs::FileType::Unknown => {
+                        rustix::fs::statat(&snaps, &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                            .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode))
+                            .unwrap_or(ft)
+                    }
+                    ft => ft,
+                };
+                facts.dir = ft == rustix::fs::FileType::Directory;
+                facts.file = ft == rustix::fs::FileType::RegularFile;
             }
-            if let Some(n) = name.to_str() {
-                let old = crate::layout::classify(&name);
-                let pin_name = match &old {
-                    layout::Class::Kept { name, .. } => Some(name.as_str()),
-                    layout::Class::OldRoot { .. } => Some(n),
+            if let (true, Some(n)) = (pins, name.to_str()) {
+                let pin_name = match layout::classify(&name) {
+                    layout::Class::Kept { name, .. } => Some(name),
+                    layout::Class::OldRoot { .. } => Some(n.to_string()),
                     _ => None,
                 };
-                facts.pinned = pin_name.is_some_and(|p| pins::has(&snaps, p));
+                facts.pinned = pin_name.is_some_and(|p| pins::has(&snaps, &p));
             }
             out.push(RawEntry { name, facts });
         }
@@ -415,7 +420,13 @@ impl Fs for Btrfs {
         let Some((fd, info)) = self.root_info()? else {
             return Ok(None);
         };
-        let nested = self.nested(info.id)?;
+        // Only a mount elsewhere can put the root or one of its nested subvolumes in use (in the
+        // initrd there is none, and the nested subvolumes need not be listed).
+        let nested = if self.t.mounted_elsewhere {
+            self.nested(info.id)?
+        } else {
+            Vec::new()
+        };
         let mi = mounts::read_mountinfo()?;
         let by_path = mounts::mounted_below(&mi, self.t.dev.0, self.t.dev.1, &self.t.root);
         let by_id = mi

@@ -549,6 +549,20 @@ pub fn child_refs(fd: BorrowedFd, parent: u64) -> Result<Vec<(u64, u64, OsString
     Ok(v)
 }
 
+/// `BTRFS_ROOT_ITEM_KEY`: a subvolume's root item in the root tree.
+pub const ROOT_ITEM_KEY: u32 = 132;
+
+/// Whether subvolume `id` is read-only, from its root item (`btrfs_root_item.flags` at byte 208,
+/// `BTRFS_ROOT_SUBVOL_RDONLY` = bit 0), without opening the subvolume (opening a nested subvolume
+/// by path loads its tree: cold after our mount, a tenth of a millisecond or more each).
+/// (docs/kernel-interfaces.md#btrfs-tree-items)
+pub fn root_item_readonly(fd: BorrowedFd, id: u64) -> Result<bool, Errno> {
+    let items = search(fd, ROOT_TREE_OBJECTID, id, ROOT_ITEM_KEY)?;
+    let it = items.first().ok_or(Errno::NOENT)?;
+    let flags = it.data.get(208..216).ok_or(Errno::IO)?;
+    Ok(flags[0] & 1 != 0)
+}
+
 /// Parent of subvolume `id`: (parent id, dirid, name), or None for the top level / deleted ones.
 pub fn parent_ref(fd: BorrowedFd, id: u64) -> Result<Option<(u64, u64, OsString)>, Errno> {
     let items = search(fd, ROOT_TREE_OBJECTID, id, ROOT_BACKREF_KEY)?;

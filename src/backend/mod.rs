@@ -67,6 +67,18 @@ impl fmt::Display for RootSource {
     }
 }
 
+/// How much a scan of the snapshots location reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// What planning needs: which entries are trees (subvolumes, datasets), stores, files or
+    /// directories, their identity and pins. `rollback` (on the boot path) and `finish` read only
+    /// this: it costs one search, not one open per entry and per nested subvolume.
+    Names,
+    /// Also whether each tree and everything nested in it is read-only, and its nested
+    /// subvolumes (`check`, `list`).
+    Full,
+}
+
 /// What a backend knows about one direct entry of the snapshots location.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
@@ -80,11 +92,11 @@ pub struct Facts {
     pub dir: bool,
     /// A regular file (`.fresh-root`).
     pub file: bool,
-    /// The tree and everything nested in it is read-only.
+    /// The tree and everything nested in it is read-only ([`Detail::Full`] only).
     pub readonly: bool,
     pub pinned: bool,
     /// Nested subvolumes or child datasets, as paths relative to the entry, parents first (for a
-    /// store: the decoded paths of the subvolumes it holds).
+    /// store: the decoded paths of the subvolumes it holds; [`Detail::Full`] only).
     pub nested: Vec<OsString>,
     /// A stable identity of the tree (subvolume id, dataset guid), for `.retired-root.<id>`.
     pub id: String,
@@ -120,8 +132,8 @@ pub trait Fs {
     fn snapshots_label(&self) -> String;
 
     fn snapshots_exists(&mut self) -> Result<bool>;
-    /// Every direct entry of the snapshots location, with its facts.
-    fn entries(&mut self) -> Result<Vec<RawEntry>>;
+    /// Every direct entry of the snapshots location, with its facts, read to `detail`.
+    fn entries(&mut self, detail: Detail) -> Result<Vec<RawEntry>>;
     fn root(&mut self) -> Result<Option<RootFacts>>;
     /// Reasons to refuse any change that only this filesystem knows (the root is the default
     /// subvolume, an encryption key is not loaded, …).

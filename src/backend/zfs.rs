@@ -24,7 +24,7 @@
 
 #[cfg(feature = "tools")]
 use super::Browse;
-use super::{Facts, Fs, RawEntry, RootFacts, RootSource};
+use super::{Detail, Facts, Fs, RawEntry, RootFacts, RootSource};
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::fault::{self, Point};
@@ -640,7 +640,7 @@ impl Fs for Zfs {
         }
     }
 
-    fn entries(&mut self) -> Result<Vec<RawEntry>> {
+    fn entries(&mut self, detail: Detail) -> Result<Vec<RawEntry>> {
         let mut kids = self
             .dev
             .list_children(&self.snaps)
@@ -651,7 +651,10 @@ impl Fs for Zfs {
             let name = self.rel(&self.snaps, &k.name).to_string();
             let mut facts = Facts::default();
             if let Some(st) = self.stats(&k.name)? {
-                let children = self.tree(&k.name)?;
+                let children = match detail {
+                    Detail::Full => self.tree(&k.name)?,
+                    Detail::Names => Vec::new(),
+                };
                 let mut readonly = st.readonly();
                 for c in &children {
                     readonly &= self.stats(&c.name)?.is_some_and(|s| s.readonly());

@@ -14,7 +14,7 @@
 pub mod exec;
 pub mod plan;
 
-use crate::backend::{Backend, Facts, Fs, RawEntry, RootFacts};
+use crate::backend::{Backend, Detail, Facts, Fs, RawEntry, RootFacts};
 use crate::config::Settings;
 use crate::error::Result;
 use crate::layout::{self, Class, Kind};
@@ -60,6 +60,8 @@ pub struct State {
     /// `.kept.N` entries whose old root `N` exists and is, the backend says, a sealed copy of it
     /// (a crash inside a seal by copying).
     pub sealed_copies: Vec<String>,
+    /// Read with [`Detail::Full`]: read-only flags and nested subvolumes are known.
+    pub detailed: bool,
 }
 
 /// An old root, or a root moved aside that will become one (`.kept.<name>`, not sealed yet).
@@ -142,7 +144,11 @@ impl State {
     /// Things wrong with what is on disk (not work in progress): a writable old root, …
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
-        for e in self.entries.iter().filter(|e| e.belongs_to.is_none()) {
+        for e in self
+            .entries
+            .iter()
+            .filter(|e| e.belongs_to.is_none() && self.detailed)
+        {
             let n = crate::escape::name(&e.name);
             match e.kind {
                 Kind::OldRoot if !e.facts.readonly => p.push(format!(
@@ -192,9 +198,18 @@ fn template_entry(s: &Settings) -> Option<String> {
     (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_string())
 }
 
-/// Open the filesystem the settings name and read its state.
+/// Open the filesystem the settings name and read its state (what planning needs).
+#[cfg(feature = "tools")]
 pub fn open(s: &Settings, now: i64) -> Result<(Box<dyn Backend>, State)> {
     open_locked(s, now, None)
+}
+
+/// [`open`], reading also the read-only state and nested subvolumes of every entry (`check`,
+/// `list`): one open per entry and per nested subvolume, which the boot path does not pay.
+pub fn open_detailed(s: &Settings, now: i64) -> Result<(Box<dyn Backend>, State)> {
+    let mut b = crate::backend::open(s, now)?;
+    let st = scan(b.as_mut(), template_entry(s).as_deref(), Detail::Full)?;
+    Ok((b, st))
 }
 
 /// [`open`], taking the lock (when given) after opening and before scanning, so the state read is
@@ -212,15 +227,15 @@ pub fn open_locked(
             return Err(e);
         }
     }
-    let st = scan(b.as_mut(), template_entry(s).as_deref())?;
+    let st = scan(b.as_mut(), template_entry(s).as_deref(), Detail::Names)?;
     Ok((b, st))
 }
 
-/// Read everything the planner needs.
-pub fn scan(fs: &mut dyn Fs, template: Option<&str>) -> Result<State> {
+/// Read everything the planner needs (and with [`Detail::Full`], what `check` reports).
+pub fn scan(fs: &mut dyn Fs, template: Option<&str>, detail: Detail) -> Result<State> {
     let snapshots_exists = fs.snapshots_exists()?;
     let raw: Vec<RawEntry> = if snapshots_exists {
-        fs.entries()?
+        fs.entries(detail)?
     } else {
         Vec::new()
     };
@@ -251,6 +266,7 @@ pub fn scan(fs: &mut dyn Fs, template: Option<&str>) -> Result<State> {
         }
     }
     Ok(State {
+        detailed: detail == Detail::Full,
         sealed_copies,
         fs: fs.describe(),
         snapshots: fs.snapshots_label(),
@@ -538,6 +554,7 @@ mod tests {
                 kept_as: None,
             }),
             entries: es,
+            detailed: true,
             ..Default::default()
         };
         assert!(!s.clean(), "an orphan store is a leftover");
