@@ -24,9 +24,13 @@ mod lastrun;
 mod layout;
 mod lock;
 mod logger;
+#[cfg(feature = "tools")]
+mod lost;
 mod mounts;
 mod probe;
 mod protocol;
+#[cfg(feature = "tools")]
+mod report;
 #[cfg(feature = "tools")]
 mod restore;
 mod retention;
