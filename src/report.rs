@@ -252,17 +252,19 @@ fn to_json(r: &Rollout) -> String {
     ])
 }
 
-/// `--since`: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ` or an old-root name, as Unix seconds (UTC).
-pub fn parse_since(s: &str) -> Option<i64> {
-    if let Some((t, _)) = crate::timefmt::parse_old_root_name(s) {
+/// `--since`: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ` (UTC) or an old-root name, as the (time,
+/// sequence) an old root's name sorts by. Old roots are named after the time their root began:
+/// audit copies of one root share it and differ by sequence (`…Z-2`), so naming one is exact.
+pub fn parse_since(s: &str) -> Option<(i64, u32)> {
+    if let Some(t) = crate::timefmt::parse_old_root_name(s) {
         return Some(t);
     }
     if let Some(t) = crate::status::parse_rfc3339(s) {
-        return Some(t);
+        return Some((t, 0));
     }
     crate::timefmt::parse_old_root_name(&format!("{s}T00-00-00Z"))
         .filter(|_| s.len() == 10)
-        .map(|(t, _)| t)
+        .map(|(t, _)| (t, 0))
 }
 
 /// Walk entry `name` (and its nested subvolumes kept beside it) into a map of path → metadata.
@@ -331,7 +333,7 @@ pub fn run(cli: &Cli, s: &Settings) -> Result<()> {
         let olds: Vec<OldRoot> = st
             .old_roots()
             .into_iter()
-            .filter(|o| since.map_or(true, |t| o.time >= t))
+            .filter(|o| since.map_or(true, |t| (o.time, o.seq) >= t))
             .collect();
         let mut r = Rollout {
             olds: olds.iter().map(|o| o.name.to_string()).collect(),
@@ -418,10 +420,10 @@ mod tests {
 
     #[test]
     fn since_dates() {
-        assert_eq!(parse_since("2026-01-02"), Some(1767312000));
-        assert_eq!(parse_since("2026-01-02T03:04:05Z"), Some(1767323045));
-        assert_eq!(parse_since("2026-01-02T03-04-05Z"), Some(1767323045));
-        assert_eq!(parse_since("2026-01-02T03-04-05Z-2"), Some(1767323045));
+        assert_eq!(parse_since("2026-01-02"), Some((1767312000, 0)));
+        assert_eq!(parse_since("2026-01-02T03:04:05Z"), Some((1767323045, 0)));
+        assert_eq!(parse_since("2026-01-02T03-04-05Z"), Some((1767323045, 1)));
+        assert_eq!(parse_since("2026-01-02T03-04-05Z-2"), Some((1767323045, 2)));
         for bad in ["", "yesterday", "2026-13-01", "2026-01-02x", "2026-1-2"] {
             assert_eq!(parse_since(bad), None, "{bad}");
         }
