@@ -37,6 +37,8 @@ mod retention;
 #[cfg(feature = "tools")]
 mod signals;
 #[cfg(feature = "tools")]
+mod spawn;
+#[cfg(feature = "tools")]
 mod status;
 #[cfg(test)]
 mod testrand;

@@ -5,8 +5,8 @@
 
 use crate::error::{Error, Result};
 use crate::escape;
+use std::ffi::OsStr;
 use std::io::BufRead;
-use std::process::{Command, Stdio};
 
 /// The fields `lost` reads (journalctl adds `__REALTIME_TIMESTAMP` and the cursor fields).
 pub const FIELDS: &[&str] = &[
@@ -212,43 +212,48 @@ pub fn parse_line(line: &[u8]) -> Option<Entry> {
 
 /// Run journalctl for boot `boot` (of `file`, when given) and hand each entry to `f`.
 pub fn read(boot: &str, file: Option<&std::path::Path>, f: &mut dyn FnMut(Entry)) -> Result<()> {
-    let mut c = Command::new("journalctl");
-    c.args(["-b", boot, "-o", "json", "--all", "--no-pager"])
-        .arg(format!("--output-fields={}", FIELDS.join(",")));
+    let fields = format!("--output-fields={}", FIELDS.join(","));
+    let mut argv: Vec<&OsStr> = [
+        "journalctl",
+        "-b",
+        boot,
+        "-o",
+        "json",
+        "--all",
+        "--no-pager",
+        &fields,
+    ]
+    .into_iter()
+    .map(OsStr::new)
+    .collect();
     if let Some(p) = file {
-        c.arg("--file").arg(p);
+        argv.extend([OsStr::new("--file"), p.as_os_str()]);
     }
-    let mut child = c
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            Error::Refused(format!(
-                "cannot run journalctl ({e}): `lost` reads the journal with systemd's journalctl"
-            ))
-        })?;
+    let mut child = crate::spawn::spawn(&argv).map_err(|e| {
+        Error::Refused(format!(
+            "cannot run journalctl ({e}): `lost` reads the journal with systemd's journalctl"
+        ))
+    })?;
+    let io = |e: std::io::Error| Error::Refused(format!("reading journalctl's output: {e}"));
     let mut bad = 0u64;
-    if let Some(out) = child.stdout.take() {
-        for line in std::io::BufReader::new(out).split(b'\n') {
-            let line = line.map_err(|e| Error::Refused(format!("reading journalctl: {e}")))?;
-            match parse_line(&line) {
-                Some(e) => f(e),
-                None if line.is_empty() => {}
-                None => bad += 1,
-            }
+    for line in std::io::BufReader::new(&mut child.stdout).split(b'\n') {
+        let line = line.map_err(io)?;
+        match parse_line(&line) {
+            Some(e) => f(e),
+            None if line.is_empty() => {}
+            None => bad += 1,
         }
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::Refused(format!("journalctl: {e}")))?;
-    if !out.status.success() {
-        let why = out
-            .stderr
+    // What journalctl says on stderr (a line or two), read once its output has ended.
+    let mut err = Vec::new();
+    std::io::Read::read_to_end(&mut child.stderr, &mut err).map_err(io)?;
+    let code = child.wait().map_err(io)?;
+    if code != 0 {
+        let why = err
             .split(|&b| b == b'\n')
             .find(|l| !l.is_empty())
             .map(escape::cut)
-            .unwrap_or_else(|| out.status.to_string());
+            .unwrap_or_else(|| format!("exit status {code}"));
         return Err(Error::Refused(format!(
             "journalctl -b {} failed: {why}; `journalctl --list-boots` shows the boots",
             escape::cut_str(boot)
