@@ -205,6 +205,17 @@ odd.service\todd\tStarted.
     }
     assert!(!text.contains("\nodd.service: failed"), "{text}");
 
+    // A declared persisted path that the store lacks is said to be so, with no line to add.
+    let out = fs.ok(&["lost", "--journal-file", jf, "--persist", "/etc/ssh"]);
+    assert!(
+        out.contains(&format!("  missing /etc/ssh/ssh_host_ed25519_key: in old root {old} (declared persisted: the store lacks it)\n    restore: ")),
+        "{out}"
+    );
+    assert!(
+        !out.contains("\"/etc/ssh/ssh_host_ed25519_key\" ];"),
+        "{out}"
+    );
+
     // --json: every path comes back byte for byte; every persistence line parses as Nix.
     let js = fs.ok(&["lost", "--journal-file", jf, "--json"]);
     let (items, failed) = parse_json(js.as_bytes());

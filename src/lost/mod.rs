@@ -818,6 +818,37 @@ mod tests {
     }
 
     #[test]
+    fn the_old_root_before_a_boot() {
+        let facts = crate::backend::Facts::default();
+        let o = |name: &'static str, time: i64, seq: u32| crate::protocol::OldRoot {
+            name,
+            entry: name,
+            time,
+            seq,
+            sealed: true,
+            facts: &facts,
+        };
+        // Oldest first, as State::old_roots gives them; the root a boot ran on began after the
+        // boot's first entry (in its initrd), so it is not the one before it.
+        let olds = [
+            o("a", 100, 1),
+            o("b", 200, 1),
+            o("b-2", 200, 2),
+            o("c", 300, 1),
+        ];
+        let name = |start| preceding(&olds, start).map(|x| x.name);
+        assert_eq!(name(1000), Some("c"));
+        assert_eq!(
+            name(300),
+            Some("b-2"),
+            "same second: that root is the boot's own"
+        );
+        assert_eq!(name(250), Some("b-2"));
+        assert_eq!(name(150), Some("a"));
+        assert_eq!(name(100), None);
+    }
+
+    #[test]
     fn boot_arguments() {
         for ok in ["0", "-1", "+2", "0123456789abcdef0123456789abcdef"] {
             assert!(check_boot(ok).is_ok(), "{ok}");
