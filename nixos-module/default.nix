@@ -15,7 +15,7 @@ let
     mkOption mkEnableOption mkIf mkMerge types literalExpression
     optional optionals optionalAttrs optionalString
     concatStringsSep concatMap filter hasPrefix removePrefix
-    attrValues mapAttrsToList unique head last splitString;
+    attrValues mapAttrsToList unique head last splitString escapeShellArg;
 
   cfg = config.boot.ephemeralRoot;
   unit = import ./unit.nix { inherit lib; };
@@ -370,6 +370,34 @@ in
         the kept root and prunes old roots).'';
     };
 
+    metrics = {
+      enable = mkEnableOption ''
+        writing `ephemeral-root status --prometheus` (root age, old roots, the last rollback's
+        result, unpersisted, hidden and missing state) for node-exporter's textfile collector, on a
+        timer (ephemeral-root-metrics.timer). Point node-exporter at the directory:
+        services.prometheus.exporters.node.enabledCollectors = [ "textfile" ]; and
+        extraFlags = [ "--collector.textfile.directory=<directory>" ]; alert rules are in
+        contrib/prometheus/ephemeral-root.rules.yml'';
+
+      directory = mkOption {
+        type = types.path;
+        default = "/var/lib/prometheus-node-exporter-text-files";
+        description = ''
+          node-exporter's textfile directory (`--collector.textfile.directory`). The metrics go to
+          <directory>/ephemeral-root.prom, written to a temporary name there and renamed into place,
+          so the collector never reads half a file.'';
+      };
+
+      interval = mkOption {
+        type = types.str;
+        default = "15min";
+        example = "5min";
+        description = ''
+          How often the metrics are written (systemd.time(7) span; the first time 2 minutes after
+          boot). `status` walks the root unless a btrfs baseline makes it cheap: keep this at minutes.'';
+      };
+    };
+
     initrdUnits = mkOption {
       type = types.listOf types.str;
       readOnly = true;
@@ -534,6 +562,40 @@ in
         restartIfChanged = false;
       };
     }
+
+    (mkIf cfg.metrics.enable {
+      # `status --prometheus` into <directory>/ephemeral-root.prom for node-exporter's textfile
+      # collector: written beside it under a name the collector ignores (not *.prom), then renamed
+      # over it, so a scrape sees the old file or the new one, never a partial one; a failed run
+      # leaves the previous file (whose age node_textfile_mtime_seconds shows) and fails the unit.
+      systemd.services.ephemeral-root-metrics = {
+        description = "Write ephemeral-root metrics for node-exporter's textfile collector";
+        after = [ "ephemeral-root-finish.service" ];
+        serviceConfig = {
+          Type = "oneshot";
+          UMask = "0022";
+          Nice = 19;
+          IOSchedulingClass = "idle";
+        };
+        script = ''
+          set -eu
+          dir=${escapeShellArg cfg.metrics.directory}
+          mkdir -p "$dir"
+          tmp="$dir/.ephemeral-root.prom.$$"
+          trap 'rm -f "$tmp"' EXIT
+          ${systemBin} status --prometheus --config ${unit.configPath} > "$tmp"
+          mv -f "$tmp" "$dir/ephemeral-root.prom"
+        '';
+      };
+      systemd.timers.ephemeral-root-metrics = {
+        description = "Write ephemeral-root metrics periodically";
+        wantedBy = [ "timers.target" ];
+        timerConfig = {
+          OnBootSec = "2min";
+          OnUnitActiveSec = cfg.metrics.interval;
+        };
+      };
+    })
 
     (mkIf (subdirDropins != { }) {
       # util-linux 2.39.0 to 2.40.1 (libmount's fd-based mount API) skip X-mount.subdir= when a

@@ -24,6 +24,10 @@ pub enum Command {
         path: PathBuf,
     },
     Status,
+    /// After a wipe: which missing file broke which service (`--boot`, `--journal-file`).
+    Lost,
+    /// Over the old roots: what kept changing outside persistence (`--since`).
+    Report,
     Help,
     Version,
     /// Hidden: list fault-injection points (tests).
@@ -51,6 +55,11 @@ pub struct Cli {
     /// Seconds to wait for another writer's lock on the filesystem (see src/lock.rs).
     pub lock_wait: Option<u64>,
     pub verbosity: i32,
+    /// lost: the boot (journalctl -b), and a journal file to read instead (tests; hidden).
+    pub boot: Option<String>,
+    pub journal_file: Option<PathBuf>,
+    /// report: only old roots that began at or after this date.
+    pub since: Option<String>,
 }
 
 pub const USAGE: &str = "\
@@ -71,6 +80,10 @@ commands:
   restore OLD_ROOT PATH copy PATH back from an old root (--to DEST, --force,
                         --replace-type, --keep-privileges)
   status                root age, old roots, free space, last rollback (--prometheus)
+  lost                  after a wipe: which missing file broke which service, and the
+                        restore and persistence lines that fix it (--boot N, --json)
+  report                audit rollout: what kept changing outside persistence from boot
+                        to boot, and whether the host is ready for wipe (--since DATE, --json)
 
 options:
   --config PATH         config file (default /etc/ephemeral-root.conf)
@@ -146,6 +159,25 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                     .ok_or_else(|| usage_err("--lock-wait takes a number of seconds"))?;
                 cli.lock_wait = Some(n);
             }
+            Long(k @ ("boot" | "journal-file" | "since")) => {
+                let k = k.to_string();
+                let v = p.value().map_err(lexopt_err)?;
+                if k == "journal-file" {
+                    cli.journal_file = Some(PathBuf::from(v));
+                } else {
+                    let v = v.into_string().map_err(|v| {
+                        usage_err(format!(
+                            "--{k} \"{}\" is not text",
+                            escape::cut(v.as_bytes())
+                        ))
+                    })?;
+                    *if k == "boot" {
+                        &mut cli.boot
+                    } else {
+                        &mut cli.since
+                    } = Some(v);
+                }
+            }
             Long("replace-type") => cli.replace_type = true,
             Long("keep-privileges") => cli.keep_privileges = true,
             Long("to") => cli.to = Some(PathBuf::from(p.value().map_err(lexopt_err)?)),
@@ -183,6 +215,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                     "keep-privileges",
                     "lock-wait",
                     "no-baseline",
+                    "boot",
+                    "since",
                     "verbose",
                     "quiet",
                     "help",
@@ -250,6 +284,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
             }
         }
         b"status" => want(0..=0, "no arguments").map(|_| Command::Status)?,
+        b"lost" => want(0..=0, "no arguments").map(|_| Command::Lost)?,
+        b"report" => want(0..=0, "no arguments").map(|_| Command::Report)?,
         b"help" => Command::Help,
         b"version" => Command::Version,
         b"fault-points" => Command::FaultPoints,
@@ -257,7 +293,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
             let other = cmd.as_str();
             let cmds = [
                 "rollback", "finish", "list", "gc", "pin", "unpin", "check", "diff", "baseline",
-                "restore", "status", "help",
+                "restore", "status", "lost", "report", "help",
             ];
             let hint = crate::config::suggest(other, &cmds)
                 .map(|s| format!(" (did you mean `{s}`?)"))

@@ -65,8 +65,16 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         #[cfg(feature = "tools")]
         Command::Status => crate::status::run(&cli, &s),
+        #[cfg(feature = "tools")]
+        Command::Lost => crate::lost::run(&cli, &s),
+        #[cfg(feature = "tools")]
+        Command::Report => crate::report::run(&cli, &s),
         #[cfg(not(feature = "tools"))]
-        Command::Diff(_) | Command::Restore { .. } | Command::Status => Err(Error::Usage(
+        Command::Diff(_)
+        | Command::Restore { .. }
+        | Command::Status
+        | Command::Lost
+        | Command::Report => Err(Error::Usage(
             "this is the initrd build of ephemeral-root (rollback, finish, check, list, gc, pin); use the full tool installed in the system".into(),
         )),
         Command::Help | Command::Version | Command::FaultPoints => Ok(()),

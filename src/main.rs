@@ -24,14 +24,20 @@ mod lastrun;
 mod layout;
 mod lock;
 mod logger;
+#[cfg(feature = "tools")]
+mod lost;
 mod mounts;
 mod probe;
 mod protocol;
+#[cfg(feature = "tools")]
+mod report;
 #[cfg(feature = "tools")]
 mod restore;
 mod retention;
 #[cfg(feature = "tools")]
 mod signals;
+#[cfg(feature = "tools")]
+mod spawn;
 #[cfg(feature = "tools")]
 mod status;
 #[cfg(test)]

@@ -20,6 +20,8 @@ pub struct Status {
     pub root: String,
     pub root_age: Option<i64>,
     pub old_roots: usize,
+    /// Old roots moved aside but not sealed yet (`.kept.*`: `finish` has not run since).
+    pub pending: usize,
     /// Sum of exclusive bytes of old roots (btrfs quotas), and whether quotas flag it stale.
     pub old_roots_exclusive: Option<(u64, bool)>,
     pub free_bytes: Option<u64>,
@@ -43,6 +45,7 @@ fn gather(s: &Settings) -> Result<Status> {
         st.root_age = state.root.as_ref().map(|r| now - r.facts.began);
         let olds = state.old_roots();
         st.old_roots = olds.len();
+        st.pending = olds.iter().filter(|o| !o.sealed).count();
         st.baseline = state.has_baseline();
         let root = b.root_path()?;
         if let Ok(v) = rustix::fs::statvfs(&root) {
@@ -95,7 +98,19 @@ fn human(st: &Status) -> String {
         None if st.old_roots == 0 => "nothing".into(),
         None => "size unknown (quotas off)".into(),
     };
-    let _ = writeln!(o, "old roots:       {} ({size})", st.old_roots);
+    let _ = writeln!(
+        o,
+        "old roots:       {} ({size}){}",
+        st.old_roots,
+        if st.pending > 0 {
+            format!(
+                "; {} not sealed yet (`ephemeral-root finish` seals them)",
+                st.pending
+            )
+        } else {
+            String::new()
+        }
+    );
     let _ = writeln!(
         o,
         "free space:      {} of {}",
@@ -198,6 +213,18 @@ pub fn prometheus(st: &Status) -> String {
     );
     metric(
         &mut o,
+        "pending_old_roots",
+        "Old roots moved aside but not sealed read-only yet (finish has not run since the rollback).",
+        &one(Some(st.pending as f64)),
+    );
+    metric(
+        &mut o,
+        "last_rollback_recorded",
+        "1 if this boot's rollback left its record in /run/ephemeral-root, 0 if not (it did not run).",
+        &one(Some(if st.last.is_some() { 1.0 } else { 0.0 })),
+    );
+    metric(
+        &mut o,
         "old_roots_exclusive_bytes",
         "Bytes only the old roots hold (btrfs quotas; absent when quotas are off).",
         &one(st.old_roots_exclusive.map(|x| x.0 as f64)),
@@ -233,6 +260,12 @@ pub fn prometheus(st: &Status) -> String {
                 ),
                 if l.result == "failed" { 0.0 } else { 1.0 },
             )],
+        );
+        metric(
+            &mut o,
+            "last_rollback_backlog_failed",
+            "1 if the last rollback could not do the work a missed finish left (the boot went on).",
+            &one(Some(if l.backlog_error.is_some() { 1.0 } else { 0.0 })),
         );
         metric(
             &mut o,

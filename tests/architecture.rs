@@ -207,8 +207,9 @@ fn unsafe_only_where_allowed() {
             "backend/btrfs_ioctl.rs",
             "mounts.rs",
             "signals.rs",
+            "spawn.rs",
             "zfs/ioctl.rs"
         ],
-        "unsafe is allowed only in the ioctl modules, the one unshare call and restore's signal handler (sigaction)"
+        "unsafe is allowed only in the ioctl modules, the one unshare call, restore's signal handler (sigaction) and lost's posix_spawnp"
     );
 }

@@ -655,6 +655,10 @@ impl Browse for Btrfs {
         self.baseline_changes()
     }
 
+    fn changed_between(&mut self, older: &str, newer: &str) -> Result<Option<super::Changed>> {
+        self.changes_between(older, newer)
+    }
+
     #[cfg(not(feature = "tools"))]
     fn changed_since_baseline(&mut self) -> Result<Option<super::Changed>> {
         Ok(None)

@@ -358,21 +358,69 @@ impl Btrfs {
         // search sees every change made so far.
         io::sync(self.t.fd.as_fd())
             .ctx(|| format!("commit btrfs transaction on {}", self.t.source))?;
+        let labels = (
+            self.t.root.clone(),
+            format!("{}/{BASELINE}", self.t.snapshots),
+        );
+        self.changes_against(&root, &rinfo, &base, &binfo, &labels, |b, r| {
+            b.parent_uuid == r.uuid
+        })
+        .map(Some)
+    }
+
+    /// Paths of old root (or `.kept.*` entry) `newer` changed since `older` (relative to the
+    /// root), when both are snapshots of the same subvolume (audit copies of one root, or roots
+    /// built from one blank template) and `older` was taken first; `None` otherwise (walk and
+    /// compare). Both are read-only or not written by anyone: no commit needed.
+    pub(super) fn changes_between(&mut self, older: &str, newer: &str) -> Result<Option<Changed>> {
+        let snaps = self.snaps_fd()?;
+        let open =
+            |n: &str| open_dir_beneath(&snaps, n).ctx(|| format!("open {}/{n}", self.t.snapshots));
+        let (a, b) = (open(older)?, open(newer)?);
+        let info = |fd: &OwnedFd, n: &str| {
+            io::subvol_info(fd.as_fd()).ctx(|| format!("GET_SUBVOL_INFO {}/{n}", self.t.snapshots))
+        };
+        let (ai, bi) = (info(&a, older)?, info(&b, newer)?);
+        let siblings = |a: &io::SubvolInfo, b: &io::SubvolInfo| {
+            a.parent_uuid == b.parent_uuid && !uuid_zero(&a.parent_uuid) && a.otransid < b.otransid
+        };
+        if !siblings(&ai, &bi) {
+            return Ok(None);
+        }
+        let labels = (
+            format!("{}/{newer}", self.t.snapshots),
+            format!("{}/{older}", self.t.snapshots),
+        );
+        self.changes_against(&b, &bi, &a, &ai, &labels, siblings)
+            .map(Some)
+    }
+
+    /// What changed in subvolume `root` (and its nested subvolumes) since `base` (and its nested
+    /// ones), when `related(base, tree)` says a subvolume of `base` is the right reference for one
+    /// of `root` (otherwise a nested subvolume is listed whole). `labels` name both in messages.
+    fn changes_against(
+        &self,
+        root: &OwnedFd,
+        rinfo: &io::SubvolInfo,
+        base: &OwnedFd,
+        binfo: &io::SubvolInfo,
+        labels: &(String, String),
+        related: impl Fn(&io::SubvolInfo, &io::SubvolInfo) -> bool,
+    ) -> Result<Changed> {
+        let (rl, bl) = labels;
         let mut out = Found::default();
-        self.changes_in(rinfo.id, &root, &binfo, b"", &mut out)?;
+        self.changes_in(rinfo.id, root, binfo, b"", &mut out)?;
         let bnested: HashMap<OsString, u64> = self.nested(binfo.id)?.into_iter().collect();
         for (rel, _) in self.nested(rinfo.id)? {
             let shown = crate::escape::name(&rel);
-            let rfd =
-                open_dir_beneath(&root, &rel).ctx(|| format!("open {}/{shown}", self.t.root))?;
-            let ri = io::subvol_info(rfd.as_fd())
-                .ctx(|| format!("GET_SUBVOL_INFO {}/{shown}", self.t.root))?;
+            let rfd = open_dir_beneath(root, &rel).ctx(|| format!("open {rl}/{shown}"))?;
+            let ri =
+                io::subvol_info(rfd.as_fd()).ctx(|| format!("GET_SUBVOL_INFO {rl}/{shown}"))?;
             if bnested.contains_key(&rel) {
-                let bfd = open_dir_beneath(&base, &rel)
-                    .ctx(|| format!("open {}/{BASELINE}/{shown}", self.t.snapshots))?;
-                let bi = io::subvol_info(bfd.as_fd())
-                    .ctx(|| format!("GET_SUBVOL_INFO {}/{BASELINE}/{shown}", self.t.snapshots))?;
-                if bi.parent_uuid == ri.uuid {
+                let bfd = open_dir_beneath(base, &rel).ctx(|| format!("open {bl}/{shown}"))?;
+                let bi =
+                    io::subvol_info(bfd.as_fd()).ctx(|| format!("GET_SUBVOL_INFO {bl}/{shown}"))?;
+                if related(&bi, &ri) {
                     self.changes_in(ri.id, &rfd, &bi, rel.as_bytes(), &mut out)?;
                     continue;
                 }
@@ -380,10 +428,10 @@ impl Btrfs {
             add_subtree(&rfd, rel.as_bytes(), &mut out)?;
         }
         out.paths.remove(&b""[..]);
-        Ok(Some(Changed {
+        Ok(Changed {
             paths: out.paths.into_iter().collect(),
             incomplete: out.incomplete,
-        }))
+        })
     }
 
     /// Changes inside one subvolume (tree `tree`, open as `rfd`) against its baseline snapshot

@@ -195,6 +195,12 @@ pub trait Browse {
     /// Paths changed since the baseline, when the filesystem can tell without walking every file
     /// (btrfs generation numbers). `None`: walk and compare.
     fn changed_since_baseline(&mut self) -> Result<Option<Changed>>;
+    /// Paths of entry `newer` changed since entry `older` (both old roots or `.kept.*` entries,
+    /// `older` first), when the filesystem can tell without walking (btrfs: snapshots of one
+    /// subvolume, by generation). `None`: walk both and compare.
+    fn changed_between(&mut self, _older: &str, _newer: &str) -> Result<Option<Changed>> {
+        Ok(None)
+    }
     /// Bytes only entry `name` holds, when the filesystem tracks it (btrfs quotas, ZFS `used`),
     /// and whether the filesystem says the number may be stale (btrfs: quotas inconsistent).
     fn exclusive_bytes(&mut self, name: &str) -> Result<Option<(u64, bool)>>;

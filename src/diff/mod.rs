@@ -136,7 +136,7 @@ impl Tally {
     }
 }
 
-fn open_root_dir(path: &Path) -> Result<OwnedFd> {
+pub(crate) fn open_root_dir(path: &Path) -> Result<OwnedFd> {
     rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -145,7 +145,7 @@ fn open_root_dir(path: &Path) -> Result<OwnedFd> {
     .ctx(|| format!("open {}", escape::cut(path.as_os_str().as_encoded_bytes())))
 }
 
-fn context_for(s: &Settings, dir: &OwnedFd) -> noise::Context {
+pub(crate) fn context_for(s: &Settings, dir: &OwnedFd) -> noise::Context {
     let clean = rustix::fs::openat(
         dir,
         "etc/.clean",
@@ -168,14 +168,14 @@ fn context_for(s: &Settings, dir: &OwnedFd) -> noise::Context {
 /// backend's own (ZFS child datasets) and part of the tree; a tmpfs `/` is walked without entering
 /// any mount.
 #[derive(Clone, Copy, PartialEq)]
-enum Mounts {
+pub(crate) enum Mounts {
     Ours,
     NotEntered,
 }
 
 /// Walk below `dir` (entries named `prefix/…`), calling `f` for each entry; branches that cannot
 /// be listed go to `t`'s notes.
-fn walk_each(
+pub(crate) fn walk_each(
     t: &mut Tally,
     dir: &OwnedFd,
     prefix: &[u8],
@@ -221,7 +221,7 @@ fn walk_into(
 }
 
 /// Identity and content signature: equal means "unchanged since the baseline".
-fn same(a: &Meta, b: &Meta) -> bool {
+pub(crate) fn same(a: &Meta, b: &Meta) -> bool {
     (
         a.kind, a.size, a.ino, a.mode, a.uid, a.gid, a.mtime, a.ctime,
     ) == (
@@ -230,7 +230,7 @@ fn same(a: &Meta, b: &Meta) -> bool {
 }
 
 /// One changed path (relative to the root, from the backend) into the tally.
-fn add_changed(t: &mut Tally, dir: &OwnedFd, rel: &[u8], path: &mut Vec<u8>) {
+pub(crate) fn add_changed(t: &mut Tally, dir: &OwnedFd, rel: &[u8], path: &mut Vec<u8>) {
     let rel = rel.strip_prefix(b"/").unwrap_or(rel);
     path.clear();
     path.push(b'/');

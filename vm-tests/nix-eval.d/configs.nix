@@ -89,6 +89,8 @@ in
       boot.ephemeralRoot.mode = "audit";
       boot.ephemeralRoot.blank = "rpool/local/blank@blank";
       boot.ephemeralRoot.baseline = false; # finish --no-baseline
+      # Metrics for node-exporter, into a directory whose name needs shell quoting.
+      boot.ephemeralRoot.metrics = { enable = true; directory = "/var/lib/node exporter/text'files"; interval = "5min"; };
     };
     luks-btrfs-emergency = {
       imports = [ base (btrfsLayout "/dev/mapper/cryptroot") ];

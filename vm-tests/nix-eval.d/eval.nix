@@ -139,6 +139,17 @@ let
         enable = c.systemd.units.${finishName}.enable;
       } else null;
       baselineOption = c.boot.ephemeralRoot.baseline;
+      # boot.ephemeralRoot.metrics (an older module has none: reported as off).
+      metrics = let
+        m = c.boot.ephemeralRoot.metrics or { enable = false; directory = null; interval = null; };
+        svc = c.systemd.services.ephemeral-root-metrics or null;
+        tmr = c.systemd.timers.ephemeral-root-metrics or null;
+      in {
+        inherit (m) enable directory interval;
+        script = if svc == null then null else svc.script;
+        serviceType = if svc == null then null else svc.serviceConfig.Type or null;
+        timer = if tmr == null then null else { inherit (tmr) wantedBy timerConfig; };
+      };
       # Every initrd unit the module defines (the service and the drop-ins), as generateUnits sees them.
       ourUnits = lib.genAttrs ours (n:
         let u = initrd.units.${n}; in {
