@@ -5,6 +5,7 @@
 //! Needs the binary built with `--features fault-injection` (the README's test command does that).
 
 mod common;
+use common::invariants;
 use common::*;
 use std::os::unix::process::ExitStatusExt;
 
@@ -101,59 +102,16 @@ struct Expect {
 }
 
 fn check_invariants(fs: &mut LoopFs, e: &Expect, ctx: &str) {
-    // The binary's own view agrees: nothing pending, nothing left over, nothing foreign.
-    let (clean, entries) = fs.check_json(&[]);
-    assert!(clean, "{ctx}: check --json says not clean: {entries:?}");
-    // Exactly one root: a fresh, empty, writable subvolume.
-    assert_eq!(
-        fs.ls("@root"),
-        Vec::<String>::new(),
-        "{ctx}: root not empty"
-    );
-    assert!(!fs.is_readonly("@root"), "{ctx}");
-    // Nothing half-done left behind in the snapshots location.
-    let dots: Vec<String> = fs
-        .ls("@snapshots")
-        .into_iter()
-        .filter(|n| n.starts_with('.') && n != ".pins" && n != ".fresh-root")
-        .collect();
-    assert!(dots.is_empty(), "{ctx}: leftovers {dots:?}");
-    let olds = fs.old_roots();
-    assert_eq!(olds.len(), e.total_old_roots, "{ctx}: old roots {olds:?}");
-    for (name, file) in &e.survivors {
-        assert!(
-            fs.exists(&format!("@snapshots/{name}/{file}")),
-            "{ctx}: old root {name} lost {file}"
-        );
+    let shared = invariants::Expect {
+        survivors: e.survivors.clone(),
+        kept_marker: e.kept_marker,
+        kept_nested: Some(("var/lib/machines/inner/data", "inner now")),
+        total_old_roots: Some(e.total_old_roots),
+        persisted: true,
+    };
+    if let Err(why) = invariants::invariants(fs, &shared) {
+        panic!("{ctx}: {why}");
     }
-    let holding: Vec<&String> = olds
-        .iter()
-        .filter(|o| fs_exists(fs, &format!("@snapshots/{o}/{}", e.kept_marker)))
-        .collect();
-    assert_eq!(holding.len(), 1, "{ctx}: the root's data is in {holding:?}");
-    let k = holding[0].clone();
-    assert_eq!(
-        fs.read(&format!("@snapshots/{k}/var/lib/machines/inner/data"))
-            .as_deref(),
-        Some("inner now"),
-        "{ctx}"
-    );
-    // Every old root and every nested subvolume in it is read-only; no stray subvolumes.
-    for s in fs.subvols() {
-        if s.starts_with("@snapshots/") {
-            assert!(fs.is_readonly(&s), "{ctx}: {s} writable");
-        } else {
-            assert!(
-                ["@root", "@snapshots", "@persist"].contains(&s.as_str()),
-                "{ctx}: stray subvolume {s}"
-            );
-        }
-    }
-    assert_eq!(
-        fs.read("@persist/keep-me").as_deref(),
-        Some("persisted"),
-        "{ctx}"
-    );
 }
 
 fn fs_exists(fs: &mut LoopFs, p: &str) -> bool {

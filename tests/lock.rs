@@ -78,52 +78,16 @@ fn settle(fs: &mut LoopFs, keep: &str, marker: &str, total: Option<usize>) -> Re
 }
 
 fn invariants(fs: &mut LoopFs, marker: &str, total: Option<usize>) -> Result<(), String> {
-    if !fs.exists("@root") {
-        return Err("no root".into());
-    }
-    let root = fs.ls("@root");
-    if !root.is_empty() {
-        return Err(format!("root not fresh: {root:?}"));
-    }
-    if fs.is_readonly("@root") {
-        return Err("root read-only".into());
-    }
-    let dots: Vec<String> = fs
-        .ls("@snapshots")
-        .into_iter()
-        .filter(|n| n.starts_with('.') && n != ".pins" && n != ".fresh-root")
-        .collect();
-    if !dots.is_empty() {
-        return Err(format!("left in the snapshots location: {dots:?}"));
-    }
-    let olds = fs.old_roots();
-    if let Some(t) = total {
-        if olds.len() != t {
-            return Err(format!("{} old roots, want {t}: {olds:?}", olds.len()));
-        }
-    }
-    let holding: Vec<&String> = olds
-        .iter()
-        .filter(|o| fs.exists(&format!("@snapshots/{o}/{marker}")))
-        .collect();
-    if holding.len() != 1 {
-        return Err(format!("the root's data ({marker}) is in {holding:?}"));
-    }
-    for s in fs.subvols() {
-        if s.starts_with("@snapshots/") {
-            if !fs.is_readonly(&s) {
-                return Err(format!("{s} writable"));
-            }
-        } else if s != "@root" && s != "@snapshots" {
-            return Err(format!("stray subvolume {s}"));
-        }
-    }
-    for p in fs.ls("@snapshots/.pins") {
-        if !olds.contains(&p) {
-            return Err(format!("pin {p} of an old root that does not exist"));
-        }
-    }
-    Ok(())
+    common::invariants::invariants(
+        fs,
+        &common::invariants::Expect {
+            survivors: vec![],
+            kept_marker: marker,
+            kept_nested: None,
+            total_old_roots: total,
+            persisted: false,
+        },
+    )
 }
 
 /// The run had to wait for the other one (so this round really raced).
