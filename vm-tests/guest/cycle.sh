@@ -59,6 +59,9 @@ out "persist-files=$(ls -A $P | sort | join)"
 out "persist-bad=$(for f in $P/p-*; do [ -f "$f" ] || continue; k=${f##*/p-}; [ "$(cat "$f")" = "persisted in boot $k" ] || echo "p-$k"; done | join)"
 probe() { if touch "$1/.ertest-probe" 2>/dev/null; then rm -f "$1/.ertest-probe"; echo no; else echo yes; fi; }
 if [ "$fs" = zfs ]; then
+  # every dataset below the snapshots location read-only and not mounted automatically; no stray datasets
+  out "zfs-bad=$(zfs list -H -o name,readonly,canmount -r rpool/local/old-roots | awk 'NR > 1 && ($2 != "on" || $3 != "noauto") {print $1}' | join)"
+  out "zfs-stray=$(zfs list -H -o name -r rpool | grep -v -E '^rpool(/local(/root|/old-roots(/.*)?)?|/safe(/persist)?)?$' | join)"
   names=$(zfs list -H -o name -d 1 rpool/local/old-roots 2>/dev/null | sed 's|^rpool/local/old-roots/\{0,1\}||' | grep -v '^$' | grep -v '^\.' | sort)
   [ "$listall" = 1 ] || names=$(echo "$names" | tail -n 3)
   for d in $names; do

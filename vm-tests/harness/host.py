@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 
 from .core import CACHE, GUEST, HERE, REPO, TARGET, WORK, check, log, out, run, sha256_files
@@ -237,7 +238,15 @@ printf test [ cp rm mv find stat date seq awk cut touch ln dd xargs uname true f
 mknod chmod basename dirname diff base64 fold md5sum od truncate """.split()
 
 
+BUILD_LOCK = threading.Lock()
+
+
 def busybox_initramfs(name, kernel, modules, binary, extra=None, roots=()):
+    with BUILD_LOCK:  # scenarios in parallel share images
+        return _busybox_initramfs(name, kernel, modules, binary, extra, roots)
+
+
+def _busybox_initramfs(name, kernel, modules, binary, extra=None, roots=()):
     """A small initramfs: static busybox, our binary, `modules` (+ dependencies) of `kernel` loaded in order,
     vm-tests/guest/*.sh as /guest/, `extra` {dest: src} files, and `roots` (directories copied to /, e.g.
     zpool/zfs with their libraries). /init runs /guest/$ertest.script. Cached by content."""

@@ -98,5 +98,9 @@ class LightMachine:
             n, (re.findall(r"ERTEST recovery rc=\S+|rollback FAILED.*", b.text) or ["no result"])[-1]))
         c.expect(b, b.has(r"ERTEST done boot=%d" % n), "boot %d: did not write its markers" % n)
         listall = final or self.listed_all
+        if self.fs.kind == "zfs":
+            c.expect(b, b.er.get("zfs-bad") == "", "boot %d: datasets under the snapshots location not readonly=on "
+                                                   "canmount=noauto: %s" % (n, b.er.get("zfs-bad")))
+            c.expect(b, b.er.get("zfs-stray") == "", "boot %d: stray datasets: %s" % (n, b.er.get("zfs-stray")))
         check_state(c, b, n, oldroots_exact=oldroots, top=self.fs.top, normal=False,
                     recent=None if listall else 3, listed_all=listall)

@@ -62,6 +62,7 @@ def run_loop(c, driver, cuts, seed=None):
     seed = int(seed if seed is not None else (os.environ.get("EPHEMERAL_ROOT_VM_SEED") or time.time()))
     rnd = random.Random(seed)
     c.note("seed %d, %d cuts" % (seed, cuts))
+    c.stats["planned_cuts"] = cuts
     driver.start(c)
     window = driver.calibrate(c)
     log("%s: rollback window %.2f s" % (c.name, window))
@@ -160,6 +161,7 @@ class LightCuts:
 
     def start(self, c):
         from .light import LightMachine
+        self.cuts = int(c.stats.get("planned_cuts", 0))
         self.m = LightMachine(c, self.fs, self.env)
         self.m.setup()
         b = self.m.cycle(arm=False, label="boot01")  # recover (nothing to do), markers of boot 1
@@ -179,7 +181,7 @@ class LightCuts:
         def trigger(line, el):
             return at if "ERTEST armed" in line else None
         n = self.m.boots + 1
-        listall = (i % 10 == 0)
+        listall = i % 10 == 0 or self.cuts <= 20  # ZFS lists the newest 3 old roots otherwise (each is a mount)
         b = self.m.cycle(arm=True, delay_ms=self.delay_ms, kill=trigger, label="cut%03d" % i, listall=listall)
         # this boot first recovered from the previous cut (its pre-check is what that cut left)
         self.m.check(c, b, n, oldroots=len(c.completed))
