@@ -7,6 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Rollback,
+    Finish,
     List,
     Gc,
     Pin(String),
@@ -36,6 +37,7 @@ pub struct Cli {
     pub nix: bool,
     pub prometheus: bool,
     pub force: bool,
+    pub no_baseline: bool,
     pub to: Option<PathBuf>,
     pub verbosity: i32,
 }
@@ -46,6 +48,8 @@ usage: ephemeral-root [OPTIONS] COMMAND [ARGS] [OPTIONS]
 commands:
   rollback              keep the root as a read-only old root and replace it with a fresh one
                         (the initrd step; --dry-run prints the plan)
+  finish                after boot: make the kept root read-only, prune old roots by the
+                        retention policy, take the baseline (--dry-run, --no-baseline)
   list                  list old roots (--json)
   gc                    apply the retention policy now (--dry-run)
   pin NAME | unpin NAME protect an old root from pruning, or stop protecting it
@@ -68,7 +72,7 @@ options:
   --persist PATH        a persisted path, for diff (repeatable)
   --timezone OFFSET     UTC or +HH:MM, for retention periods (default UTC)
   --kernel-cmdline STR  use STR instead of /proc/cmdline
-  --dry-run  --json  --nix  --prometheus  --force  --to DEST
+  --dry-run  --json  --nix  --prometheus  --force  --to DEST  --no-baseline
   -v, --verbose  -q, --quiet  -h, --help  -V, --version
 ";
 
@@ -127,6 +131,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
             Long("nix") => cli.nix = true,
             Long("prometheus") => cli.prometheus = true,
             Long("force") | Short('f') => cli.force = true,
+            Long("no-baseline") => cli.no_baseline = true,
             Long("verbose") | Short('v') => cli.verbosity += 1,
             Long("quiet") | Short('q') => cli.verbosity -= 1,
             Long("help") | Short('h') => cli.command = Some(Command::Help),
@@ -154,6 +159,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                     "nix",
                     "prometheus",
                     "force",
+                    "no-baseline",
                     "verbose",
                     "quiet",
                     "help",
@@ -187,6 +193,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
     };
     let command = match cmd.as_str() {
         "rollback" => want(0..=0, "no arguments").map(|_| Command::Rollback)?,
+        "finish" => want(0..=0, "no arguments").map(|_| Command::Finish)?,
         "list" | "ls" => want(0..=0, "no arguments").map(|_| Command::List)?,
         "gc" => want(0..=0, "no arguments").map(|_| Command::Gc)?,
         "pin" => want(1..=1, "one old-root NAME").map(|_| Command::Pin(rest[0].clone()))?,
@@ -205,8 +212,8 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
         "fault-points" => Command::FaultPoints,
         other => {
             let cmds = [
-                "rollback", "list", "gc", "pin", "unpin", "check", "diff", "baseline", "restore",
-                "status", "help",
+                "rollback", "finish", "list", "gc", "pin", "unpin", "check", "diff", "baseline",
+                "restore", "status", "help",
             ];
             let hint = crate::config::suggest(other, &cmds)
                 .map(|s| format!(" (did you mean `{s}`?)"))

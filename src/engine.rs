@@ -1,25 +1,17 @@
-//! The commands: settings in, backend opened, plan made, plan printed or executed, result logged.
+//! The commands that change or inspect the layout: settings in, backend opened, state scanned,
+//! plan made, plan printed or executed, result logged. `diff`, `restore` and `status` live in
+//! their own modules (full build only).
 
-use crate::backend::btrfs::Btrfs;
-use crate::backend::{Backend, Inventory};
+use crate::backend::Backend;
 use crate::cli::{Cli, Command};
-use crate::config::{self, FsType, Mode, Settings};
-use crate::error::{Context, Error, Result};
-use crate::plan::{self, Plan, PlanError, Request, Step};
-use crate::{cmdline, fault, json, mounts, probe, timefmt};
+use crate::config::{self, Mode, Settings};
+use crate::error::{Error, Result};
+use crate::lastrun::{self, LastRollback};
+use crate::layout::Kind;
+use crate::protocol::plan::{self, Plan, PlanError, Request, Step};
+use crate::protocol::{self, exec, State};
+use crate::{clock, cmdline, fault, json, timefmt};
 use std::time::Instant;
-
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// Where the last rollback leaves its record (kept across switch-root: systemd carries /run over).
-pub fn state_dir() -> String {
-    std::env::var("EPHEMERAL_ROOT_STATE_DIR").unwrap_or_else(|_| mounts::RUN_DIR.to_string())
-}
 
 pub fn run(cli: Cli) -> Result<()> {
     let command = cli.command.clone().unwrap_or(Command::Help);
@@ -38,8 +30,8 @@ pub fn run(cli: Cli) -> Result<()> {
                     "this build has no fault injection (cargo feature fault-injection)".into(),
                 ));
             }
-            for p in fault::POINTS {
-                println!("{p}");
+            for p in fault::Point::ALL {
+                println!("{}", p.name());
             }
             return Ok(());
         }
@@ -48,73 +40,27 @@ pub fn run(cli: Cli) -> Result<()> {
     let (file, path) = config::load(cli.config.as_deref()).map_err(Error::Usage)?;
     let s = config::merge(cli.settings.clone(), file, path);
     s.check_layout().map_err(Error::Usage)?;
+    let now = clock::now();
     match command {
-        Command::Rollback => rollback(&cli, &s),
-        Command::List => list(&cli, &s),
-        Command::Gc => gc(&cli, &s),
-        Command::Pin(n) => pin(&s, &n, true),
-        Command::Unpin(n) => pin(&s, &n, false),
-        Command::Check => check(&s),
+        Command::Rollback => rollback(&cli, &s, now),
+        Command::Finish => finish(&cli, &s, now),
+        Command::List => list(&cli, &s, now),
+        Command::Gc => gc(&cli, &s, now),
+        Command::Pin(n) => pin(&s, &n, true, now),
+        Command::Unpin(n) => pin(&s, &n, false, now),
+        Command::Check => check(&cli, &s, now),
+        Command::Baseline => baseline(&s, now),
+        #[cfg(feature = "tools")]
         Command::Diff(old) => crate::diff::run(&cli, &s, old.as_deref()),
-        Command::Baseline => crate::diff::baseline(&cli, &s),
+        #[cfg(feature = "tools")]
         Command::Restore { old_root, path } => crate::restore::run(&cli, &s, &old_root, &path),
+        #[cfg(feature = "tools")]
         Command::Status => crate::status::run(&cli, &s),
-        Command::Help | Command::Version | Command::FaultPoints => Ok(()),
-    }
-}
-
-/// Find the device when none is configured: the filesystem mounted at `/`.
-fn device_for(s: &Settings) -> Result<String> {
-    if let Some(d) = &s.device {
-        return Ok(d.clone());
-    }
-    let mi = mounts::read_mountinfo()?;
-    if let Some(m) = mi
-        .iter()
-        .rev()
-        .find(|m| m.mount_point == "/" && (m.fstype == "btrfs" || m.fstype == "bcachefs"))
-    {
-        return Ok(m.source.split(':').next().unwrap_or(&m.source).to_string());
-    }
-    Err(Error::Usage(
-        "no device given and / is not on btrfs or bcachefs; pass --device or set `device =` in /etc/ephemeral-root.conf".into(),
-    ))
-}
-
-/// Probe the device, enter a private mount namespace and open the backend.
-pub fn open_backend(s: &Settings) -> Result<Box<dyn Backend>> {
-    if s.fstype == Some(FsType::Zfs) {
-        return crate::backend::zfs::open_backend(s);
-    }
-    let device = device_for(s)?;
-    let (members, sup) = probe::resolve_devices(&device)?;
-    let found = sup.as_ref().map(|x| x.fstype);
-    let fstype = match (s.fstype, found) {
-        (_, None) => {
-            return Err(Error::Refused(format!(
-                "{device} does not hold a btrfs or bcachefs filesystem (no superblock found); check --device / `device =`"
-            )))
-        }
-        (Some(want), Some(got)) if want != got => {
-            return Err(Error::Refused(format!(
-                "{device} holds {got}, but fstype is {want}; fix --fstype / `fstype =` or the device"
-            )))
-        }
-        (_, Some(got)) => got,
-    };
-    mounts::enter_private_namespace()?;
-    match fstype {
-        FsType::Btrfs => Ok(Box::new(Btrfs::open(
-            &members[0],
-            &members,
-            &s.root,
-            &s.snapshots,
-            s.blank.as_deref(),
-        )?)),
-        FsType::Bcachefs => crate::backend::bcachefs::open_backend(&members, s),
-        FsType::Zfs => Err(Error::Usage(
-            "the zfs backend is not available in this build yet".into(),
+        #[cfg(not(feature = "tools"))]
+        Command::Diff(_) | Command::Restore { .. } | Command::Status => Err(Error::Usage(
+            "this is the initrd build of ephemeral-root (rollback, finish, check, list, gc, pin); use the full tool installed in the system".into(),
         )),
+        Command::Help | Command::Version | Command::FaultPoints => Ok(()),
     }
 }
 
@@ -125,68 +71,37 @@ fn plan_error(e: PlanError) -> Error {
     }
 }
 
-/// Run every step, logging each before it starts.
-pub fn execute(b: &mut dyn Backend, plan: &Plan) -> Result<()> {
-    let n = plan.steps.len();
-    for (i, step) in plan.steps.iter().enumerate() {
-        log::info!("step {}/{n}: {step}", i + 1);
-        fault::point(step.fault_point());
-        let r = match step {
-            Step::CreateSnapshotsLocation => b.create_snapshots_location(),
-            Step::Discard(x) => b.discard(x),
-            Step::BuildNewRoot(src) => b.build_new_root(src),
-            Step::KeepRoot(name) => b.keep_root(name),
-            Step::MoveRootAside(name) => b.move_root_aside(name),
-            Step::SealOldRoot(name) => b.seal_old_root(name),
-            Step::RetireRoot(_) => b.retire_root(),
-            Step::ActivateNewRoot => b.activate_new_root(),
-            Step::DeleteRetired(x) => b.delete_retired(x),
-            Step::DeleteOldRoot(x, _) => b.delete_old_root(x),
-            Step::Sync => b.sync(),
-        };
-        r.map_err(|e| prefix(e, &format!("step {}/{n} ({step})", i + 1)))?;
-    }
-    Ok(())
-}
-
-fn prefix(e: Error, p: &str) -> Error {
-    match e {
-        Error::Sys { what, source, hint } => Error::Sys {
-            what: format!("{p}: {what}"),
-            source,
-            hint,
-        },
-        Error::Refused(m) => Error::Refused(format!("{p}: {m}")),
-        Error::Usage(m) => Error::Usage(format!("{p}: {m}")),
-        Error::Other(m) => Error::Other(format!("{p}: {m}")),
-    }
-}
-
 pub fn print_plan(plan: &Plan) {
     for n in &plan.notes {
         println!("note: {n}");
     }
-    if plan.steps.is_empty() {
+    if plan.is_empty() {
         println!("nothing to do");
     }
     for (i, s) in plan.steps.iter().enumerate() {
         println!("{:>3}. {s}", i + 1);
     }
+    if !plan.backlog.is_empty() {
+        println!("then, what `finish` left undone:");
+        for (i, s) in plan.backlog.iter().enumerate() {
+            println!("{:>3}. {s}", i + 1);
+        }
+    }
 }
 
-fn request<'a>(s: &'a Settings, mode: Mode, restore: Option<&'a str>) -> Request<'a> {
+fn request<'a>(s: &'a Settings, mode: Mode, restore: Option<&'a str>, now: i64) -> Request<'a> {
     Request {
         root_name: &s.root,
         mode,
         restore,
         blank: s.blank.as_deref(),
         policy: &s.keep,
-        now: now(),
+        now,
         utc_offset: s.timezone,
     }
 }
 
-fn rollback(cli: &Cli, s: &Settings) -> Result<()> {
+fn rollback(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
     let started = Instant::now();
     let cmdline_text = match &cli.kernel_cmdline {
         Some(c) => c.clone(),
@@ -196,30 +111,33 @@ fn rollback(cli: &Cli, s: &Settings) -> Result<()> {
     for w in &k.warnings {
         log::warn!("{w}");
     }
+    let mut rec = LastRollback {
+        time: timefmt::rfc3339(now),
+        ..Default::default()
+    };
     if k.skip {
         log::warn!(
             "rd.ephemeral_root=skip: leaving root {} untouched this boot",
             s.root
         );
-        write_record(&Record {
-            result: "skipped",
-            mode: "skip",
-            kept: None,
-            error: None,
-            ms: 0,
-        });
+        if !cli.dry_run {
+            rec.result = "skipped".into();
+            rec.mode = "skip".into();
+            rec.duration_ms = Some(0);
+            lastrun::write(&rec);
+        }
         return Ok(());
     }
     let mode = k.force_mode.unwrap_or(s.mode);
     if let Some(m) = k.force_mode {
         log::info!("rd.ephemeral_root={m}: mode {m} for this boot");
     }
-    let result = (|| -> Result<Option<String>> {
-        let mut b = open_backend(s)?;
-        let inv = b.inventory()?;
+    rec.mode = mode.to_string();
+    let result = (|| -> Result<(Option<String>, Option<String>)> {
+        let (mut b, st) = protocol::open(s, now)?;
         log::info!(
             "{}: root {}, snapshots {}, mode {mode}, keep \"{}\"{}",
-            inv.fs,
+            st.fs,
             s.root,
             s.snapshots,
             s.keep,
@@ -228,7 +146,7 @@ fn rollback(cli: &Cli, s: &Settings) -> Result<()> {
                 .map(|r| format!(", restore {r}"))
                 .unwrap_or_default()
         );
-        let plan = plan::plan_rollback(&inv, &request(s, mode, k.restore.as_deref()))
+        let plan = plan::plan_rollback(&st, &request(s, mode, k.restore.as_deref(), now))
             .map_err(plan_error)?;
         for n in &plan.notes {
             log::info!("{n}");
@@ -236,95 +154,165 @@ fn rollback(cli: &Cli, s: &Settings) -> Result<()> {
         if cli.dry_run {
             print_plan(&plan);
             b.close()?;
-            return Ok(None);
+            return Ok((None, None));
         }
-        execute(b.as_mut(), &plan)?;
-        b.close()?;
-        Ok(plan.kept.clone())
-    })();
-    let ms = started.elapsed().as_millis() as u64;
-    match result {
-        Ok(kept) => {
-            if !cli.dry_run {
-                log::info!("rollback finished in {ms} ms");
-                write_record(&Record {
-                    result: "ok",
-                    mode: &mode.to_string(),
-                    kept: kept.as_deref(),
-                    error: None,
-                    ms,
-                });
+        exec::execute(b.as_mut(), &plan.steps, "step")?;
+        // The new root is in place and durable: from here on, nothing fails the boot.
+        let mut backlog_error = None;
+        if !plan.backlog.is_empty() {
+            log::info!(
+                "`finish` did not run after the last boot: doing its work now ({} steps)",
+                plan.backlog.len()
+            );
+            if let Err(e) = exec::execute(b.as_mut(), &plan.backlog, "finish") {
+                log::error!("finishing the previous boot's work failed (the boot goes on; `ephemeral-root finish` retries): {e}");
+                backlog_error = Some(e.to_string());
             }
+        }
+        b.close()?;
+        Ok((plan.kept.clone(), backlog_error))
+    })();
+    if cli.dry_run {
+        return result.map(|_| ());
+    }
+    let ms = started.elapsed().as_millis() as u64;
+    rec.duration_ms = Some(ms);
+    match result {
+        Ok((kept, backlog_error)) => {
+            log::info!("rollback finished in {ms} ms");
+            rec.result = "ok".into();
+            rec.kept = kept;
+            rec.backlog_error = backlog_error;
+            lastrun::write(&rec);
             Ok(())
         }
         Err(e) => {
-            if !cli.dry_run {
-                write_record(&Record {
-                    result: "failed",
-                    mode: &mode.to_string(),
-                    kept: None,
-                    error: Some(&e.to_string()),
-                    ms,
-                });
-            }
+            rec.result = "failed".into();
+            rec.error = Some(e.to_string());
+            lastrun::write(&rec);
             Err(e)
         }
     }
 }
 
-struct Record<'a> {
-    result: &'a str,
-    mode: &'a str,
-    kept: Option<&'a str>,
-    error: Option<&'a str>,
-    ms: u64,
-}
-
-fn write_record(r: &Record) {
-    let dir = state_dir();
-    let body = json::object(&[
-        ("result", json::string(r.result)),
-        ("mode", json::string(r.mode)),
-        ("time", json::string(&timefmt::rfc3339(now()))),
-        ("duration_ms", r.ms.to_string()),
-        ("kept", json::opt_string(r.kept)),
-        ("error", json::opt_string(r.error)),
-    ]);
-    let tmp = format!("{dir}/last-rollback.json.tmp");
-    let res = std::fs::create_dir_all(&dir)
-        .and_then(|_| std::fs::write(&tmp, format!("{body}\n")))
-        .and_then(|_| std::fs::rename(&tmp, format!("{dir}/last-rollback.json")));
-    if let Err(e) = res {
-        log::warn!("could not write {dir}/last-rollback.json: {e}");
+/// `finish` (after boot) and `gc`: seal, delete, prune; `finish` also takes the baseline.
+fn finish_like(cli: &Cli, s: &Settings, now: i64, what: &str, baseline: bool) -> Result<()> {
+    let (mut b, st) = protocol::open(s, now)?;
+    let plan = plan::plan_finish(&st, &s.keep, now, s.timezone);
+    if cli.dry_run {
+        for d in &plan.retention {
+            match &d.keep {
+                Some(r) => println!("keep   {}  ({r})", d.name),
+                None => println!("prune  {}", d.name),
+            }
+        }
+        print_plan(&plan);
+        return b.close();
     }
+    exec::execute(b.as_mut(), &plan.steps, what)?;
+    let pruned = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Prune { .. }))
+        .count();
+    let sealed = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Seal(..)))
+        .count();
+    log::info!(
+        "{what}: sealed {sealed}, pruned {pruned} old root(s) with policy \"{}\"",
+        s.keep
+    );
+    if baseline && st.root.is_some() {
+        take_baseline(b.as_mut())?;
+        log::info!("{what}: baseline taken");
+    }
+    b.close()
 }
 
-fn sorted_old_roots(inv: &Inventory) -> Vec<&crate::backend::OldRoot> {
-    let mut v: Vec<_> = inv.old_roots.iter().collect();
-    v.sort_by(|a, b| (a.time, a.seq).cmp(&(b.time, b.seq)));
-    v
+fn finish(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
+    finish_like(cli, s, now, "finish", !cli.no_baseline)
 }
 
-fn list(cli: &Cli, s: &Settings) -> Result<()> {
-    let mut b = open_backend(s)?;
-    let inv = b.inventory()?;
+fn gc(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
+    finish_like(cli, s, now, "gc", false)
+}
+
+/// Take the baseline and make it durable.
+fn take_baseline(b: &mut dyn Backend) -> Result<()> {
+    b.create_snapshots_location()?;
+    b.take_baseline()?;
+    fault::point(fault::Point::BaselineDone);
+    b.sync()
+}
+
+fn baseline(s: &Settings, now: i64) -> Result<()> {
+    if crate::mounts::root_is_tmpfs(&crate::mounts::read_mountinfo()?) {
+        return Err(Error::Usage(
+            "/ is a tmpfs: there is nothing to snapshot; `diff` walks / directly".into(),
+        ));
+    }
+    let (mut b, st) = protocol::open(s, now)?;
+    if st.root.is_none() {
+        b.close()?;
+        return Err(Error::Usage(format!(
+            "root {} does not exist on {}; check --root",
+            s.root, st.fs
+        )));
+    }
+    take_baseline(b.as_mut())?;
     b.close()?;
-    let v = sorted_old_roots(&inv);
-    let newest = v.last().map(|o| o.name.clone());
-    let t = now();
+    log::info!(
+        "baseline taken: {}/{} (diff now shows only what changes from here)",
+        s.snapshots,
+        crate::layout::BASELINE
+    );
+    Ok(())
+}
+
+fn pin(s: &Settings, name: &str, on: bool, now: i64) -> Result<()> {
+    let (mut b, st) = protocol::open(s, now)?;
+    let Some(o) = st.find_old_root(name) else {
+        b.close()?;
+        return Err(Error::Usage(format!(
+            "old root \"{}\" does not exist in {}; `ephemeral-root list` shows the names",
+            crate::escape::text(name),
+            s.snapshots
+        )));
+    };
+    let name = o.name.to_string();
+    b.set_pinned(&name, on)?;
+    b.sync()?;
+    log::info!("{} old root {name}", if on { "pinned" } else { "unpinned" });
+    b.close()
+}
+
+fn list(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
+    let (b, st) = protocol::open(s, now)?;
+    b.close()?;
+    let v = st.old_roots();
+    let newest = v.last().map(|o| o.name.to_string());
     if cli.json {
         let items: Vec<String> = v
             .iter()
             .map(|o| {
                 json::object(&[
-                    ("name", json::string(&o.name)),
+                    ("name", json::string(o.name)),
                     ("time", json::string(&timefmt::rfc3339(o.time))),
-                    ("pinned", o.pinned.to_string()),
-                    ("newest", (Some(&o.name) == newest.as_ref()).to_string()),
-                    ("readonly", o.readonly.to_string()),
+                    ("pinned", o.facts.pinned.to_string()),
+                    ("newest", (Some(o.name) == newest.as_deref()).to_string()),
+                    ("readonly", o.facts.readonly.to_string()),
+                    ("sealed", o.sealed.to_string()),
                     (
                         "nested",
-                        json::array(&o.nested.iter().map(|n| json::string(n)).collect::<Vec<_>>()),
+                        json::array(
+                            &o.facts
+                                .nested
+                                .iter()
+                                .map(|n| crate::escape::json_name(n))
+                                .collect::<Vec<_>>(),
+                        ),
                     ),
                 ])
             })
@@ -336,16 +324,19 @@ fn list(cli: &Cli, s: &Settings) -> Result<()> {
         println!("no old roots in {} yet", s.snapshots);
         return Ok(());
     }
-    println!("{:<24} {:<20} {:>10}  {}", "NAME", "BEGAN (UTC)", "AGE", "");
+    println!("{:<24} {:<20} {:>10}  ", "NAME", "BEGAN (UTC)", "AGE");
     for o in &v {
         let mut flags = vec![];
-        if o.pinned {
+        if !o.sealed {
+            flags.push("not sealed yet (finish seals it)".to_string());
+        }
+        if o.facts.pinned {
             flags.push("pinned".to_string());
         }
-        if !o.nested.is_empty() {
-            flags.push(format!("{} nested", o.nested.len()));
+        if !o.facts.nested.is_empty() {
+            flags.push(format!("{} nested", o.facts.nested.len()));
         }
-        if Some(&o.name) == newest.as_ref() {
+        if Some(o.name) == newest.as_deref() {
             flags.push("← newest".to_string());
         }
         println!(
@@ -354,101 +345,129 @@ fn list(cli: &Cli, s: &Settings) -> Result<()> {
             timefmt::rfc3339(o.time)
                 .replace('T', " ")
                 .trim_end_matches('Z'),
-            timefmt::human_age(t - o.time),
+            timefmt::human_age(now - o.time),
             flags.join(", ")
         );
     }
     Ok(())
 }
 
-fn gc(cli: &Cli, s: &Settings) -> Result<()> {
-    let mut b = open_backend(s)?;
-    let inv = b.inventory()?;
-    let plan = plan::plan_gc(&inv, &s.keep, now(), s.timezone);
-    if cli.dry_run {
-        for d in &plan.retention {
-            match &d.keep {
-                Some(r) => println!("keep   {}  ({r})", d.name),
-                None => println!("prune  {}", d.name),
-            }
-        }
-        print_plan(&plan);
-        return b.close();
-    }
-    execute(b.as_mut(), &plan)?;
-    let pruned = plan
-        .steps
+/// `check --json`: the one definition of what is on disk, for every harness.
+fn check_json(st: &State, problems: &[String]) -> String {
+    let entries: Vec<String> = st
+        .entries
         .iter()
-        .filter(|s| matches!(s, Step::DeleteOldRoot(..)))
-        .count();
-    log::info!("gc: pruned {pruned} old root(s) with policy \"{}\"", s.keep);
-    b.close()
+        .map(|e| {
+            let mut f = vec![
+                ("name", crate::escape::json_name(&e.name)),
+                ("kind", json::string(e.kind.as_str())),
+            ];
+            if matches!(e.kind, Kind::OldRoot | Kind::Baseline | Kind::Pending) {
+                f.push(("readonly", e.facts.readonly.to_string()));
+            }
+            if e.kind == Kind::OldRoot && e.belongs_to.is_none() {
+                f.push(("pinned", e.facts.pinned.to_string()));
+            }
+            if let Some(o) = &e.belongs_to {
+                f.push(("belongs_to", json::string(o)));
+            }
+            json::object(&f)
+        })
+        .collect();
+    let root = match &st.root {
+        Some(r) => json::object(&[
+            ("present", "true".into()),
+            ("fresh", r.facts.fresh.to_string()),
+            ("began", json::string(&timefmt::rfc3339(r.facts.began))),
+        ]),
+        None => json::object(&[("present", "false".into()), ("fresh", "null".into())]),
+    };
+    json::object(&[
+        ("clean", (st.clean() && problems.is_empty()).to_string()),
+        ("filesystem", json::string(&st.fs)),
+        ("snapshots", json::string(&st.snapshots)),
+        ("root", root),
+        ("entries", json::array(&entries)),
+        (
+            "problems",
+            json::array(&problems.iter().map(|p| json::string(p)).collect::<Vec<_>>()),
+        ),
+    ])
 }
 
-fn pin(s: &Settings, name: &str, on: bool) -> Result<()> {
-    let mut b = open_backend(s)?;
-    let inv = b.inventory()?;
-    if !inv.old_roots.iter().any(|o| o.name == name) {
-        b.close()?;
-        return Err(Error::Usage(format!(
-            "old root {name:?} does not exist in {}; `ephemeral-root list` shows the names",
-            s.snapshots
+fn check(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
+    let (b, mut st) = protocol::open(s, now)?;
+    b.close()?;
+    let mut problems = st.problems();
+    let mounted = st.root.as_mut().and_then(|r| r.facts.mounted_at.take());
+    // What rollback would do (where the root is not mounted, i.e. in the initrd).
+    let plan = plan::plan_rollback(&st, &request(s, s.mode, None, now));
+    if let Err(PlanError::Refused(m) | PlanError::Config(m)) = &plan {
+        if st.refusals.is_empty() {
+            problems.push(m.clone());
+        }
+    }
+    if cli.json {
+        println!("{}", check_json(&st, &problems));
+    } else {
+        println!(
+            "config file:  {}",
+            s.config_file
+                .as_ref()
+                .map(|p| crate::escape::path(p))
+                .unwrap_or_else(|| "(none; defaults)".into())
+        );
+        println!("root:         {}", s.root);
+        println!("snapshots:    {}", s.snapshots);
+        println!(
+            "blank:        {}",
+            s.blank.as_deref().unwrap_or("(none: new roots are empty)")
+        );
+        println!("keep:         {}", s.keep);
+        println!("mode:         {}", s.mode);
+        println!("filesystem:   {}", st.fs);
+        let olds = st.old_roots();
+        println!(
+            "old roots:    {} ({} not sealed yet)",
+            olds.len(),
+            olds.iter().filter(|o| !o.sealed).count()
+        );
+        for e in &st.entries {
+            let what = match e.kind {
+                Kind::Pending => "pending (the next finish or rollback completes it)",
+                Kind::Leftover => "leftover (the next finish or rollback discards it)",
+                Kind::Foreign => "foreign (not made by ephemeral-root; never touched)",
+                _ => continue,
+            };
+            println!(
+                "entry:        {}/{}: {what}",
+                s.snapshots,
+                crate::escape::name(&e.name)
+            );
+        }
+        if let Some(at) = &mounted {
+            println!("note: root is mounted at {at}: rollback will refuse here and run in the initrd; showing what it would do there");
+        }
+        if let Ok(p) = &plan {
+            println!("rollback would:");
+            print_plan(p);
+        }
+        for p in &problems {
+            println!("problem: {p}");
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Other(format!(
+            "check found {} problem(s)",
+            problems.len()
         )));
     }
-    b.set_pinned(name, on)?;
-    log::info!("{} old root {name}", if on { "pinned" } else { "unpinned" });
-    b.close()
-}
-
-fn check(s: &Settings) -> Result<()> {
-    println!(
-        "config file:  {}",
-        s.config_file
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "(none; defaults)".into())
-    );
-    println!("root:         {}", s.root);
-    println!("snapshots:    {}", s.snapshots);
-    println!(
-        "blank:        {}",
-        s.blank.as_deref().unwrap_or("(none: new roots are empty)")
-    );
-    println!("keep:         {}", s.keep);
-    println!("mode:         {}", s.mode);
-    let mut b = open_backend(s)?;
-    let mut inv = b.inventory()?;
-    b.close()?;
-    println!("filesystem:   {}", inv.fs);
-    println!("old roots:    {}", inv.old_roots.len());
-    let mut problems = 0;
-    if let Some(at) = inv.root_mounted_at.take() {
-        println!("note: root is mounted at {at}: rollback will refuse here and run in the initrd; showing what it would do there");
-    }
-    for r in &inv.refusals {
-        println!("problem: {r}");
-        problems += 1;
-    }
-    match plan::plan_rollback(&inv, &request(s, s.mode, None)) {
-        Ok(p) => {
-            println!("rollback would:");
-            print_plan(&p);
-        }
-        Err(PlanError::Refused(m) | PlanError::Config(m)) => {
-            if inv.refusals.is_empty() {
-                println!("problem: {m}");
-                problems += 1;
-            }
+    if !cli.json {
+        if st.clean() {
+            println!("check: ok");
+        } else {
+            println!("check: ok (work in progress or foreign entries listed above)");
         }
     }
-    if problems > 0 {
-        return Err(Error::Other(format!("check found {problems} problem(s)")));
-    }
-    println!("check: ok");
     Ok(())
-}
-
-#[allow(dead_code)]
-fn _ctx_used() -> Result<()> {
-    std::fs::metadata("/").map(|_| ()).ctx(|| "stat /")
 }

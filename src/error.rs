@@ -45,6 +45,19 @@ impl Error {
             hint: None,
         }
     }
+    /// The same error with `p` (the step, the object) in front of what it says.
+    pub fn prefixed(self, p: &str) -> Error {
+        match self {
+            Error::Sys { what, source, hint } => Error::Sys {
+                what: format!("{p}: {what}"),
+                source,
+                hint,
+            },
+            Error::Refused(m) => Error::Refused(format!("{p}: {m}")),
+            Error::Usage(m) => Error::Usage(format!("{p}: {m}")),
+            Error::Other(m) => Error::Other(format!("{p}: {m}")),
+        }
+    }
     /// The raw errno of a failed system call, if that is what this is.
     pub fn errno(&self) -> Option<i32> {
         match self {

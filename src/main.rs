@@ -1,20 +1,33 @@
 //! ephemeral-root: keep the old root as a read-only snapshot and boot from a fresh one.
+//!
+//! Layout of the program: [`layout`] (the names on disk), [`protocol`] (the state machine, written
+//! once), [`backend`] (filesystem primitives, one module per filesystem), [`engine`] (the
+//! commands). The full build (feature `tools`, the default) adds `diff`, `restore` and `status`;
+//! the initrd build (`--no-default-features`) has only what runs there.
+#![deny(unsafe_code)]
 
 mod backend;
 mod cli;
+mod clock;
 mod cmdline;
 mod config;
+#[cfg(feature = "tools")]
 mod diff;
 mod engine;
 mod error;
+mod escape;
 mod fault;
 mod json;
+mod lastrun;
+mod layout;
 mod logger;
 mod mounts;
-mod plan;
 mod probe;
+mod protocol;
+#[cfg(feature = "tools")]
 mod restore;
 mod retention;
+#[cfg(feature = "tools")]
 mod status;
 mod timefmt;
 mod zfs;

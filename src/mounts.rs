@@ -10,6 +10,7 @@ pub const RUN_DIR: &str = "/run/ephemeral-root";
 
 /// Move this process into its own mount namespace with private propagation, so the mounts we
 /// make are invisible to everyone else and disappear with the process, even if it is killed.
+#[allow(unsafe_code)]
 pub fn enter_private_namespace() -> Result<()> {
     // SAFETY: NEWNS only affects the mount namespace, not the file descriptor table, so no
     // thread can observe a descriptor from an unshared table (the hazard of this call).
@@ -62,6 +63,14 @@ impl Drop for Mounted {
             let _ = rustix::mount::unmount(&self.path, UnmountFlags::DETACH);
         }
     }
+}
+
+/// Is `/` a tmpfs (no subvolumes to compare: walk `/` itself)?
+pub fn root_is_tmpfs(mi: &[MountInfo]) -> bool {
+    mi.iter()
+        .rev()
+        .find(|m| m.mount_point == "/")
+        .is_some_and(|m| m.fstype == "tmpfs")
 }
 
 /// One line of /proc/self/mountinfo.

@@ -19,11 +19,11 @@
 // `stat` field types differ between architectures: keep the casts.
 #![allow(clippy::unnecessary_cast)]
 
-use crate::backend::is_below;
 use crate::cli::Cli;
 use crate::config::Settings;
 use crate::diff::walk::read_names;
 use crate::error::{Context, Error, Result};
+use crate::layout::is_below;
 use rustix::fd::{AsRawFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
@@ -503,17 +503,21 @@ pub fn run(cli: &Cli, s: &Settings, old: &str, path: &str) -> Result<()> {
         .to
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("/{rel}")));
-    let mut b = crate::engine::open_backend(s)?;
+    let (mut b, st) = crate::protocol::open(s, crate::clock::now())?;
     let result = (|| -> Result<Summary> {
-        let inv = b.inventory()?;
-        if !inv.old_roots.iter().any(|o| o.name == old) {
+        let Some(o) = st.find_old_root(old) else {
             return Err(Error::Usage(format!(
-                "old root {old:?} does not exist in {}; `ephemeral-root list` shows the names",
+                "old root \"{}\" does not exist in {}; `ephemeral-root list` shows the names",
+                crate::escape::text(old),
                 s.snapshots
             )));
+        };
+        if !o.sealed {
+            log::info!("old root {old} is not sealed yet (read-only once `finish` runs); restoring from it as it is");
         }
-        let base_path = b.old_root_path(old)?;
-        let nested = b.old_root_nested(old)?;
+        let entry = o.entry.to_string();
+        let base_path = b.entry_path(&entry)?;
+        let nested = b.entry_nested(&entry)?;
         // A path inside a nested subvolume kept beside the old root is read from there.
         let (base_path, src_rel) = match source_in_nested(&rel, &nested) {
             Some((p, r)) => (p, r),

@@ -6,87 +6,13 @@
 // `stat` field types differ between architectures: keep the casts.
 #![allow(clippy::unnecessary_cast)]
 
-use crate::backend::btrfs::inspect;
-use crate::backend::btrfs_ioctl as io;
 use crate::cli::Cli;
 use crate::config::Settings;
-use crate::error::{Context, Result};
+use crate::error::Result;
 use crate::timefmt::{human_age, human_bytes};
-use rustix::fd::AsFd;
-use rustix::fs::{Mode, OFlags};
 use std::fmt::Write;
 
-/// The last rollback record (`last-rollback.json`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LastRollback {
-    pub result: String,
-    pub mode: String,
-    pub time: String,
-    pub duration_ms: Option<u64>,
-    pub kept: Option<String>,
-    pub error: Option<String>,
-}
-
-/// Parse the flat JSON object `write_record` writes (string, number and null values).
-pub fn parse_record(text: &str) -> Option<LastRollback> {
-    let mut r = LastRollback::default();
-    let body = text.trim().strip_prefix('{')?.strip_suffix('}')?;
-    let mut chars = body.chars().peekable();
-    let read_string = |chars: &mut std::iter::Peekable<std::str::Chars>| -> Option<String> {
-        let mut s = String::new();
-        loop {
-            match chars.next()? {
-                '"' => return Some(s),
-                '\\' => match chars.next()? {
-                    'n' => s.push('\n'),
-                    't' => s.push('\t'),
-                    'r' => s.push('\r'),
-                    'u' => {
-                        let h: String = (0..4).filter_map(|_| chars.next()).collect();
-                        s.push(char::from_u32(u32::from_str_radix(&h, 16).ok()?)?);
-                    }
-                    c => s.push(c),
-                },
-                c => s.push(c),
-            }
-        }
-    };
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
-            chars.next();
-        }
-        match chars.next() {
-            None => break,
-            Some('"') => {}
-            Some(_) => return None,
-        }
-        let key = read_string(&mut chars)?;
-        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ':') {
-            chars.next();
-        }
-        let value = if chars.peek() == Some(&'"') {
-            chars.next();
-            Some(read_string(&mut chars)?)
-        } else {
-            let mut raw = String::new();
-            while chars.peek().is_some_and(|c| *c != ',') {
-                raw.push(chars.next()?);
-            }
-            let raw = raw.trim().to_string();
-            (raw != "null").then_some(raw)
-        };
-        match key.as_str() {
-            "result" => r.result = value.unwrap_or_default(),
-            "mode" => r.mode = value.unwrap_or_default(),
-            "time" => r.time = value.unwrap_or_default(),
-            "duration_ms" => r.duration_ms = value.and_then(|v| v.parse().ok()),
-            "kept" => r.kept = value,
-            "error" => r.error = value,
-            _ => {}
-        }
-    }
-    Some(r)
-}
+use crate::lastrun::LastRollback;
 
 /// Everything `status` reports.
 #[derive(Debug, Clone, Default)]
@@ -108,46 +34,29 @@ fn gather(s: &Settings) -> Result<Status> {
         root: s.root.clone(),
         ..Default::default()
     };
-    let rec = format!("{}/last-rollback.json", crate::engine::state_dir());
-    st.last = std::fs::read_to_string(&rec)
-        .ok()
-        .and_then(|t| parse_record(&t));
-    let mut b = crate::engine::open_backend(s)?;
+    st.last = crate::lastrun::read();
+    let now = crate::clock::now();
+    let (mut b, state) = crate::protocol::open(s, now)?;
     let r = (|| -> Result<()> {
-        let inv = b.inventory()?;
-        let now = crate::engine::now();
-        st.root_age = inv.root.as_ref().map(|r| now - r.began);
-        st.old_roots = inv.old_roots.len();
-        st.baseline = inv.baseline;
+        st.root_age = state.root.as_ref().map(|r| now - r.facts.began);
+        let olds = state.old_roots();
+        st.old_roots = olds.len();
+        st.baseline = state.has_baseline();
         let root = b.root_path()?;
         if let Ok(v) = rustix::fs::statvfs(&root) {
             st.free_bytes = Some(v.f_bavail * v.f_frsize);
             st.size_bytes = Some(v.f_blocks * v.f_frsize);
         }
         let mut total = Some((0u64, false));
-        for o in &inv.old_roots {
-            let p = b.old_root_path(&o.name)?;
-            let fd = rustix::fs::open(
-                &p,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .ctx(|| format!("open old root {}", o.name))?;
-            let ex = if io::is_btrfs(&fd).unwrap_or(false) {
-                let id = io::subvol_info(fd.as_fd())
-                    .ctx(|| format!("GET_SUBVOL_INFO {}", o.name))?
-                    .id;
-                inspect::qgroup_exclusive(fd.as_fd(), id).ctx(|| "read btrfs quota groups")?
-            } else {
-                None
-            };
+        for o in &olds {
+            let ex = b.exclusive_bytes(o.entry)?;
             total = match (total, ex) {
                 (Some((t, i)), Some((e, i2))) => Some((t + e, i || i2)),
                 _ => None,
             };
         }
         st.old_roots_exclusive = total;
-        if inv.root.is_some() {
+        if state.root.is_some() {
             let rep = crate::diff::collect_current(b.as_mut(), s)?;
             st.unpersisted = Some((rep.files(), rep.bytes()));
         }
@@ -219,7 +128,7 @@ fn human(st: &Status) -> String {
             let _ = writeln!(
                 o,
                 "last rollback:   no record in {}",
-                crate::engine::state_dir()
+                crate::lastrun::state_dir()
             );
         }
     }
@@ -369,14 +278,14 @@ mod tests {
     #[test]
     fn record_round_trip() {
         let t = "{\"result\":\"failed\",\"mode\":\"wipe\",\"time\":\"2026-01-02T03:04:05Z\",\"duration_ms\":1234,\"kept\":null,\"error\":\"step 3/9 (x): \\\"boom\\\"\"}\n";
-        let r = parse_record(t).unwrap();
+        let r = crate::lastrun::parse(t).unwrap();
         assert_eq!(r.result, "failed");
         assert_eq!(r.duration_ms, Some(1234));
         assert_eq!(r.kept, None);
         assert_eq!(r.error.as_deref(), Some("step 3/9 (x): \"boom\""));
         assert_eq!(parse_rfc3339(&r.time), Some(1767323045));
         assert_eq!(parse_rfc3339(&rfc3339(1767323045)), Some(1767323045));
-        assert!(parse_record("nope").is_none());
+        assert!(crate::lastrun::parse("nope").is_none());
     }
 
     #[test]

@@ -151,6 +151,7 @@ pub fn human_age(secs: i64) -> String {
     }
 }
 
+#[cfg(feature = "tools")]
 /// Human size: `1.5 GiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

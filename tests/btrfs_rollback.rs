@@ -23,6 +23,7 @@ fn rollback_keeps_old_root_with_nested_subvolumes_and_wipes() {
     let log = stderr(&out);
     assert!(log.contains("step 1/"), "{log}");
     assert!(log.contains("rollback finished in"), "{log}");
+    fs.ok(&["finish", "--no-baseline"]);
 
     // The root is new and empty; persisted data untouched.
     assert_eq!(fs.ls("@root"), Vec::<String>::new());
@@ -54,7 +55,7 @@ fn rollback_keeps_old_root_with_nested_subvolumes_and_wipes() {
 
     // Second boot: new files, second rollback, two old roots, each with its own content.
     fs.write("@root/etc/boot2.conf", "boot2");
-    fs.ok(&["rollback"]);
+    fs.boot(&["rollback"]);
     let olds2 = fs.old_roots();
     assert_eq!(olds2.len(), 2, "{olds2:?}");
     let second = olds2.iter().find(|n| **n != olds[0]).unwrap().clone();
@@ -67,7 +68,7 @@ fn rollback_keeps_old_root_with_nested_subvolumes_and_wipes() {
     assert!(!fs.exists("@root/etc/boot2.conf"));
 
     // A rollback right after a rollback keeps nothing new: the root is still fresh.
-    fs.ok(&["rollback"]);
+    fs.boot(&["rollback"]);
     assert_eq!(fs.old_roots(), olds2);
 
     // list --json shows both, with RFC 3339 times and a newest marker.
@@ -96,29 +97,97 @@ fn dry_run_changes_nothing_and_prints_the_plan() {
         out.contains("move the current root, with its nested subvolumes, aside"),
         "{out}"
     );
-    assert!(out.contains("make old root"), "{out}");
     assert!(out.contains("put the next root in place"), "{out}");
+    // Sealing is `finish`'s work, after boot.
+    assert!(!out.contains("read-only as old root"), "{out}");
     assert_eq!(fs.fingerprint(), before);
+    // Nor does a dry run leave a status record.
+    assert!(!fs.dir.join("state/last-rollback.json").exists());
+}
+
+#[test]
+fn rollback_moves_the_root_aside_and_finish_seals_it() {
+    let Some(mut fs) = setup("split") else { return };
+    fill_root(&mut fs, "s1");
+    fs.ok(&["rollback"]);
+    // Before `finish`: the previous root is `.kept.<name>`, whole and still writable, and counts
+    // as an old root that is not sealed yet.
+    let dots: Vec<String> = fs
+        .ls("@snapshots")
+        .into_iter()
+        .filter(|n| n.starts_with(".kept."))
+        .collect();
+    assert_eq!(dots.len(), 1, "{:?}", fs.ls("@snapshots"));
+    let kept = format!("@snapshots/{}", dots[0]);
+    let name = dots[0].trim_start_matches(".kept.").to_string();
+    assert!(!fs.is_readonly(&kept));
+    assert_eq!(
+        fs.read(&format!("{kept}/var/lib/machines/inner/data"))
+            .as_deref(),
+        Some("inner s1")
+    );
+    assert_eq!(fs.ls("@root"), Vec::<String>::new());
+    let list = fs.ok(&["list"]);
+    assert!(
+        list.contains(&name) && list.contains("not sealed yet"),
+        "{list}"
+    );
+    let js = fs.ok(&["list", "--json"]);
+    assert!(js.contains("\"sealed\":false"), "{js}");
+    let (clean, entries) = fs.check_json(&[]);
+    assert!(!clean);
+    assert!(
+        entries.contains(&(dots[0].clone(), "pending".into())),
+        "{entries:?}"
+    );
+    // `finish` seals it: read-only, with its nested subvolumes, under its name.
+    let o = fs.run(&["finish", "--no-baseline"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(fs.old_roots(), vec![name.clone()]);
+    assert!(fs.is_readonly(&format!("@snapshots/{name}")));
+    assert!(fs.is_readonly(&format!("@snapshots/{name}/var/lib/machines/inner")));
+    let (clean, entries) = fs.check_json(&[]);
+    assert!(clean, "{entries:?}");
+    assert_eq!(entries, vec![(name.clone(), "old-root".to_string())]);
+
+    // If `finish` never runs, the next rollback does its work after its own.
+    fs.write("@root/etc/s2", "2");
+    fs.ok(&["rollback"]);
+    fs.write("@root/etc/s3", "3");
+    let o = fs.run(&["rollback"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`finish` did not run after the last boot"),
+        "{}",
+        stderr(&o)
+    );
+    let snaps = fs.ls("@snapshots");
+    assert_eq!(
+        snaps.iter().filter(|n| n.starts_with(".kept.")).count(),
+        1,
+        "{snaps:?}"
+    );
+    assert_eq!(fs.old_roots().len(), 2, "{snaps:?}");
 }
 
 #[test]
 fn audit_mode_keeps_but_does_not_wipe() {
     let Some(mut fs) = setup("audit") else { return };
     fs.write("@root/etc/a", "a");
-    fs.ok(&["rollback", "--mode", "audit"]);
+    fs.boot(&["rollback", "--mode", "audit"]);
     assert_eq!(fs.read("@root/etc/a").as_deref(), Some("a"));
     let olds = fs.old_roots();
     assert_eq!(olds.len(), 1);
     // The same root, changed again, is kept again under the next sequence name.
     fs.write("@root/etc/b", "b");
-    fs.ok(&["rollback", "--mode", "audit"]);
+    fs.boot(&["rollback", "--mode", "audit"]);
     let olds2 = fs.old_roots();
     assert_eq!(olds2.len(), 2, "{olds2:?}");
     assert!(olds2.contains(&format!("{}-2", olds[0])), "{olds2:?}");
     assert!(fs.exists(&format!("@snapshots/{}-2/etc/b", olds[0])));
     // Kernel command line forces audit over a wipe config.
     fs.write("@root/etc/c", "c");
-    fs.ok(&[
+    fs.boot(&[
         "rollback",
         "--mode",
         "wipe",
@@ -135,7 +204,7 @@ fn blank_template_and_kernel_cmdline_skip_and_restore() {
     fs.subvol("@blank");
     fs.write("@blank/etc/from-blank", "blank");
     fs.write("@root/etc/boot1", "1");
-    fs.ok(&["rollback", "--blank", "@blank"]);
+    fs.boot(&["rollback", "--blank", "@blank"]);
     assert_eq!(fs.ls("@root"), vec!["etc".to_string()]);
     assert_eq!(fs.read("@root/etc/from-blank").as_deref(), Some("blank"));
     assert!(!fs.is_readonly("@root"));
@@ -174,7 +243,7 @@ fn blank_template_and_kernel_cmdline_skip_and_restore() {
     );
 
     // restore=NAME: the new root is a writable copy of that old root; the current one is kept.
-    fs.ok(&[
+    fs.boot(&[
         "rollback",
         "--blank",
         "@blank",
@@ -197,9 +266,9 @@ fn restore_of_old_root_with_nested_subvolumes_brings_them_back() {
         return;
     };
     fill_root(&mut fs, "n");
-    fs.ok(&["rollback"]);
+    fs.boot(&["rollback"]);
     let name = fs.old_roots()[0].clone();
-    fs.ok(&[
+    fs.boot(&[
         "rollback",
         "--kernel-cmdline",
         &format!("rd.ephemeral_root.restore={name}"),
@@ -290,7 +359,7 @@ fn rollback_applies_retention_including_the_root_it_kept() {
     };
     for i in 0..4 {
         fs.write(&format!("@root/boot{i}"), "x");
-        fs.ok(&["rollback", "--keep", "2"]);
+        fs.boot(&["rollback", "--keep", "2"]);
     }
     let olds = fs.old_roots();
     assert_eq!(olds.len(), 2, "{olds:?}");
@@ -319,7 +388,7 @@ fn config_file_is_read_and_cli_wins() {
     )
     .unwrap();
     let c = conf.to_string_lossy().to_string();
-    fs.ok(&["rollback", "--config", &c]);
+    fs.boot(&["rollback", "--config", &c]);
     assert_eq!(
         fs.read("@os-root/x").as_deref(),
         Some("x"),
@@ -327,7 +396,7 @@ fn config_file_is_read_and_cli_wins() {
     );
     assert_eq!(fs.ls("@old").len(), 1);
     fs.write("@os-root/y", "y");
-    fs.ok(&["rollback", "--config", &c, "--mode", "wipe"]);
+    fs.boot(&["rollback", "--config", &c, "--mode", "wipe"]);
     assert!(
         !fs.exists("@os-root/x"),
         "--mode wipe on the command line wins"
@@ -343,7 +412,7 @@ fn uncommitted_changes_on_a_mounted_filesystem_are_seen() {
         return;
     };
     fs.write("@root/a", "a");
-    fs.ok(&["rollback", "--mode", "audit"]);
+    fs.boot(&["rollback", "--mode", "audit"]);
     fs.mount();
     fs.write("@root/b", "b"); // no sync: still in the running transaction
     let o = fs.run_keep_mounted(
@@ -351,6 +420,7 @@ fn uncommitted_changes_on_a_mounted_filesystem_are_seen() {
         &[],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    fs.ok(&["finish", "--no-baseline"]);
     let olds = fs.old_roots();
     assert_eq!(
         olds.len(),

@@ -1,5 +1,5 @@
 //! Raw bcachefs (Linux 6.12) subvolume ioctls: `BCH_IOCTL_SUBVOLUME_CREATE` / `_DESTROY` with
-//! `struct bch_ioctl_subvolume` (see shared/reference/ioctls.md §B), and `statx` with
+//! `struct bch_ioctl_subvolume` (docs/kernel-interfaces.md, bcachefs), and `statx` with
 //! `STATX_SUBVOL`. All `unsafe` for bcachefs lives in this file.
 //!
 //! Paths handed to the kernel are resolved relative to `dirfd` (user_path_at / user_path_create in
@@ -8,11 +8,14 @@
 //! directory) and a `/proc/self/fd/N` path for a snapshot source, so every path names exactly the
 //! directory we opened and checked.
 
+#![allow(unsafe_code)]
+
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
 use rustix::fs::{AtFlags, StatxFlags};
 use rustix::io::Errno;
-use rustix::ioctl::{ioctl, Opcode, Setter};
-use std::ffi::CString;
+use rustix::ioctl::{ioctl, opcode, Opcode, Setter};
+use std::ffi::{CString, OsStr};
+use std::os::unix::ffi::OsStrExt;
 
 /// statfs f_type of a mounted bcachefs.
 pub const BCACHEFS_SUPER_MAGIC: u32 = 0xca45_1a4e;
@@ -21,8 +24,10 @@ pub const STATX_SUBVOL: u32 = 0x8000;
 /// Subvolume id of the filesystem root (`BCACHEFS_ROOT_SUBVOL`).
 pub const ROOT_SUBVOL: u64 = 1;
 
-const SUBVOLUME_CREATE: Opcode = 0x4020_bc10u32 as Opcode;
-const SUBVOLUME_DESTROY: Opcode = 0x4020_bc11u32 as Opcode;
+const BCH_IOCTL_MAGIC: u8 = 0xbc;
+// fs/bcachefs/bcachefs_ioctl.h: _IOW(0xbc, 16, struct bch_ioctl_subvolume), _IOW(0xbc, 17, …).
+const SUBVOLUME_CREATE: Opcode = opcode::write::<IoctlSubvolume>(BCH_IOCTL_MAGIC, 16);
+const SUBVOLUME_DESTROY: Opcode = opcode::write::<IoctlSubvolume>(BCH_IOCTL_MAGIC, 17);
 const SUBVOL_SNAPSHOT_CREATE: u32 = 1 << 0;
 const SUBVOL_SNAPSHOT_RO: u32 = 1 << 1;
 
@@ -42,11 +47,12 @@ const _: () = assert!(std::mem::offset_of!(IoctlSubvolume, dst_ptr) == 16);
 const _: () = assert!(std::mem::offset_of!(IoctlSubvolume, src_ptr) == 24);
 
 /// A single path component (no '/', not "." or "..", no NUL) as a C string.
-fn component(name: &str) -> Result<CString, Errno> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+fn component(name: &OsStr) -> Result<CString, Errno> {
+    let b = name.as_bytes();
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') {
         return Err(Errno::INVAL);
     }
-    CString::new(name).map_err(|_| Errno::INVAL)
+    CString::new(b).map_err(|_| Errno::INVAL)
 }
 
 fn subvol_ioctl(
@@ -77,14 +83,19 @@ fn subvol_ioctl(
 }
 
 /// Create an empty subvolume `name` in directory `dir`.
-pub fn subvol_create(dir: BorrowedFd, name: &str) -> Result<(), Errno> {
-    let dst = component(name)?;
+pub fn subvol_create(dir: BorrowedFd, name: impl AsRef<OsStr>) -> Result<(), Errno> {
+    let dst = component(name.as_ref())?;
     subvol_ioctl(dir, false, 0, &dst, None)
 }
 
 /// Snapshot the subvolume whose root directory is `src` as `name` in directory `dir`.
-pub fn snapshot(dir: BorrowedFd, name: &str, src: BorrowedFd, readonly: bool) -> Result<(), Errno> {
-    let dst = component(name)?;
+pub fn snapshot(
+    dir: BorrowedFd,
+    name: impl AsRef<OsStr>,
+    src: BorrowedFd,
+    readonly: bool,
+) -> Result<(), Errno> {
+    let dst = component(name.as_ref())?;
     let srcpath =
         CString::new(format!("/proc/self/fd/{}", src.as_raw_fd())).map_err(|_| Errno::INVAL)?;
     let flags = SUBVOL_SNAPSHOT_CREATE | if readonly { SUBVOL_SNAPSHOT_RO } else { 0 };
@@ -93,8 +104,8 @@ pub fn snapshot(dir: BorrowedFd, name: &str, src: BorrowedFd, readonly: bool) ->
 
 /// Destroy subvolume `name` (a direct entry of `dir`). ENOTEMPTY while it has child subvolumes
 /// (or, in 6.12, for a while after they were destroyed).
-pub fn subvol_destroy(dir: BorrowedFd, name: &str) -> Result<(), Errno> {
-    let dst = component(name)?;
+pub fn subvol_destroy(dir: BorrowedFd, name: impl AsRef<OsStr>) -> Result<(), Errno> {
+    let dst = component(name.as_ref())?;
     subvol_ioctl(dir, true, 0, &dst, None)
 }
 
@@ -122,7 +133,8 @@ impl Info {
 
 /// statx of `name` in `dir` (not following symlinks); `name` "" means `dir` itself.
 /// Fails with EOPNOTSUPP when the kernel does not report the subvolume.
-pub fn statx(dir: impl AsFd, name: &str) -> Result<Info, Errno> {
+pub fn statx(dir: impl AsFd, name: impl AsRef<OsStr>) -> Result<Info, Errno> {
+    let name = name.as_ref();
     let flags = if name.is_empty() {
         AtFlags::SYMLINK_NOFOLLOW | AtFlags::EMPTY_PATH
     } else {
@@ -160,10 +172,11 @@ mod tests {
 
     #[test]
     fn components() {
-        assert!(component("a").is_ok());
-        assert!(component(".incomplete.x").is_ok());
+        assert!(component(OsStr::new("a")).is_ok());
+        assert!(component(OsStr::new(".incomplete.x")).is_ok());
+        assert!(component(OsStr::from_bytes(b"\xff")).is_ok());
         for bad in ["", ".", "..", "a/b", "a\0b"] {
-            assert!(component(bad).is_err(), "{bad:?}");
+            assert!(component(OsStr::new(bad)).is_err(), "{bad:?}");
         }
     }
 

@@ -28,9 +28,6 @@
 use super::*;
 use crate::diff::walk;
 
-/// Where a new baseline is staged (a leftover `rollback` discards, like any `.incomplete.*`).
-const BASELINE_NEW: &str = ".incomplete.baseline";
-
 /// Fields of a `btrfs_inode_item` (packed, 160 bytes) that matter here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InodeItem {
@@ -114,58 +111,20 @@ fn unchanged_ctime(rfd: &OwnedFd, bfd: &OwnedFd, rel: &str) -> bool {
 }
 
 impl Btrfs {
-    /// `baseline`: snapshot the root read-only as `.baseline`, replacing an older one atomically.
-    pub(super) fn baseline_take(&mut self) -> Result<()> {
-        self.create_snapshots_location()?;
-        let snaps = self.snaps_fd()?;
-        // A leftover from an interrupted run.
-        self.destroy_in_snapshots(BASELINE_NEW)?;
-        let root = open_dir_beneath(&self.top, &self.root)
-            .ctx(|| format!("open root {} on {}", self.root, self.device))?;
-        self.clone_tree(&root, &self.root, &snaps, BASELINE_NEW, "keep:staged")?;
-        self.make_tree_readonly(&snaps, BASELINE_NEW)?;
-        match rustix::fs::renameat_with(
-            &snaps,
-            BASELINE_NEW,
-            &snaps,
-            BASELINE,
-            RenameFlags::EXCHANGE,
-        ) {
-            Ok(()) => self.destroy_in_snapshots(BASELINE_NEW)?,
-            Err(Errno::NOENT) => self.rename_noreplace(
-                &snaps,
-                BASELINE_NEW,
-                &snaps,
-                BASELINE,
-                &format!("rename {}/{BASELINE_NEW} to {BASELINE}", self.snapshots),
-            )?,
-            Err(e) => {
-                return Err(Error::sys(
-                    format!("swap {}/{BASELINE_NEW} with {BASELINE}", self.snapshots),
-                    e,
-                ))
-            }
-        }
-        io::sync(self.top.as_fd()).ctx(|| format!("commit btrfs transaction on {}", self.device))
-    }
-
     fn baseline_fd(&self) -> Result<Option<OwnedFd>> {
-        let snaps = match open_dir_beneath(&self.top, &self.snapshots) {
+        let snaps = match open_dir_beneath(&self.t.fd, &self.t.snapshots) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(None),
-            Err(e) => return Err(Error::sys(format!("open {}", self.snapshots), e)),
+            Err(e) => return Err(Error::sys(format!("open {}", self.t.snapshots), e)),
         };
         match open_dir_beneath(&snaps, BASELINE) {
             Ok(fd) if is_subvol_root(&fd).unwrap_or(false) => Ok(Some(fd)),
             Ok(_) | Err(Errno::NOENT) => Ok(None),
-            Err(e) => Err(Error::sys(format!("open {}/{BASELINE}", self.snapshots), e)),
+            Err(e) => Err(Error::sys(
+                format!("open {}/{BASELINE}", self.t.snapshots),
+                e,
+            )),
         }
-    }
-
-    pub(super) fn baseline_dir(&mut self) -> Result<Option<PathBuf>> {
-        Ok(self
-            .baseline_fd()?
-            .map(|_| self.mount_path().join(&self.snapshots).join(BASELINE)))
     }
 
     /// Paths (relative to the root, no leading `/`) changed since the baseline; `None` without a
@@ -174,36 +133,42 @@ impl Btrfs {
         let Some(base) = self.baseline_fd()? else {
             return Ok(None);
         };
-        let root = open_dir_beneath(&self.top, &self.root)
-            .ctx(|| format!("open root {} on {}", self.root, self.device))?;
+        let root = open_dir_beneath(&self.t.fd, &self.t.root)
+            .ctx(|| format!("open root {} on {}", self.t.root, self.t.source))?;
         let rinfo =
-            io::subvol_info(root.as_fd()).ctx(|| format!("GET_SUBVOL_INFO {}", self.root))?;
+            io::subvol_info(root.as_fd()).ctx(|| format!("GET_SUBVOL_INFO {}", self.t.root))?;
         let binfo = io::subvol_info(base.as_fd())
-            .ctx(|| format!("GET_SUBVOL_INFO {}/{BASELINE}", self.snapshots))?;
+            .ctx(|| format!("GET_SUBVOL_INFO {}/{BASELINE}", self.t.snapshots))?;
         if binfo.parent_uuid != rinfo.uuid {
             log::warn!(
                 "{}/{BASELINE} is not a snapshot of the current root {}; ignoring it (run `ephemeral-root baseline` again)",
-                self.snapshots,
-                self.root
+                self.t.snapshots,
+                self.t.root
             );
             return Ok(None);
         }
         // Inode updates sit in btrfs's delayed-inode queue until a commit: commit first, so the
         // search sees every change made so far.
-        io::sync(self.top.as_fd())
-            .ctx(|| format!("commit btrfs transaction on {}", self.device))?;
+        io::sync(self.t.fd.as_fd())
+            .ctx(|| format!("commit btrfs transaction on {}", self.t.source))?;
         let mut out = BTreeSet::new();
         self.changes_in(&root, rinfo.id, &base, &binfo, "", &mut out)?;
-        let bnested: HashMap<String, u64> = self.nested(binfo.id)?.into_iter().collect();
+        let bnested: HashMap<String, u64> = self
+            .nested(binfo.id)?
+            .into_iter()
+            .map(|(p, i)| (p.to_string_lossy().into_owned(), i))
+            .collect();
         for (rel, _) in self.nested(rinfo.id)? {
-            let rfd = open_dir_beneath(&root, &rel).ctx(|| format!("open {}/{rel}", self.root))?;
+            let rel = rel.to_string_lossy().into_owned();
+            let rfd =
+                open_dir_beneath(&root, &rel).ctx(|| format!("open {}/{rel}", self.t.root))?;
             let ri = io::subvol_info(rfd.as_fd())
-                .ctx(|| format!("GET_SUBVOL_INFO {}/{rel}", self.root))?;
+                .ctx(|| format!("GET_SUBVOL_INFO {}/{rel}", self.t.root))?;
             if bnested.contains_key(&rel) {
                 let bfd = open_dir_beneath(&base, &rel)
-                    .ctx(|| format!("open {}/{BASELINE}/{rel}", self.snapshots))?;
+                    .ctx(|| format!("open {}/{BASELINE}/{rel}", self.t.snapshots))?;
                 let bi = io::subvol_info(bfd.as_fd())
-                    .ctx(|| format!("GET_SUBVOL_INFO {}/{BASELINE}/{rel}", self.snapshots))?;
+                    .ctx(|| format!("GET_SUBVOL_INFO {}/{BASELINE}/{rel}", self.t.snapshots))?;
                 if bi.parent_uuid == ri.uuid {
                     self.changes_in(&rfd, ri.id, &bfd, &bi, &rel, &mut out)?;
                     continue;
@@ -228,7 +193,7 @@ impl Btrfs {
         let since_gen = binfo.otransid;
         let mut changed: Vec<(u64, bool)> = Vec::new();
         io::search_since(
-            self.top.as_fd(),
+            self.t.fd.as_fd(),
             tree,
             (io::FIRST_FREE_OBJECTID, io::INODE_ITEM_KEY, 0),
             (io::LAST_FREE_OBJECTID, io::INODE_ITEM_KEY, u64::MAX),
@@ -249,8 +214,8 @@ impl Btrfs {
         })?;
         let rdev = rustix::fs::fstat(rfd).ctx(|| "fstat root")?.st_dev;
         for (ino, is_dir) in changed {
-            let rel = match io::ino_lookup(self.top.as_fd(), tree, ino) {
-                Ok(p) => p.trim_end_matches('/').to_string(),
+            let rel = match io::ino_lookup(self.t.fd.as_fd(), tree, ino) {
+                Ok(p) => p.to_string_lossy().trim_end_matches('/').to_string(),
                 // Unlinked but still open, or gone since the search.
                 Err(Errno::NOENT) => continue,
                 Err(e) => {
@@ -284,7 +249,7 @@ impl Btrfs {
             if !same_dir {
                 continue;
             }
-            let names = walk::read_names(&rdir).ctx(|| format!("read {}/{rel}", self.root))?;
+            let names = walk::read_names(&rdir).ctx(|| format!("read {}/{rel}", self.t.root))?;
             for n in names {
                 let Ok(st) = rustix::fs::statat(&rdir, n.as_str(), AtFlags::SYMLINK_NOFOLLOW)
                 else {

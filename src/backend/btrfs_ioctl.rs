@@ -1,10 +1,14 @@
 //! Raw btrfs ioctls (magic 0x94): argument structs, request numbers and thin safe wrappers.
-//! Numbers and layouts: linux/btrfs.h (see shared/reference/ioctls.md §A). All `unsafe` for btrfs
-//! lives in this file.
+//! Numbers and layouts: linux/btrfs.h, described in docs/kernel-interfaces.md (btrfs). Request
+//! numbers are computed from direction, type, number and argument size (`_IOW`/`_IOR`/`_IOWR`),
+//! the way the header defines them. All `unsafe` for btrfs lives in this file.
+#![allow(unsafe_code)]
 
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd};
 use rustix::io::Errno;
-use rustix::ioctl::{ioctl, NoArg, Opcode, Updater};
+use rustix::ioctl::{ioctl, opcode, NoArg, Opcode, Updater};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 pub const BTRFS_SUPER_MAGIC: u32 = 0x9123_683E;
 pub const FS_TREE_OBJECTID: u64 = 5;
@@ -18,16 +22,18 @@ pub const DIR_ITEM_KEY: u32 = 84;
 pub const SUBVOL_RDONLY: u64 = 1 << 1;
 pub const SUBVOL_SPEC_BY_ID: u64 = 1 << 4;
 
-const SNAP_CREATE_V2: Opcode = 0x5000_9417u32 as Opcode;
-const SUBVOL_CREATE_V2: Opcode = 0x5000_9418u32 as Opcode;
-const SNAP_DESTROY_V2: Opcode = 0x5000_943fu32 as Opcode;
-const SUBVOL_GETFLAGS: Opcode = 0x8008_9419u32 as Opcode;
-const SUBVOL_SETFLAGS: Opcode = 0x4008_941au32 as Opcode;
-const TREE_SEARCH: Opcode = 0xd000_9411u32 as Opcode;
-const INO_LOOKUP: Opcode = 0xd000_9412u32 as Opcode;
-const GET_SUBVOL_INFO: Opcode = 0x81f8_943cu32 as Opcode;
-const SYNC: Opcode = 0x0000_9408u32 as Opcode;
-const SCAN_DEV: Opcode = 0x5000_9404u32 as Opcode;
+const BTRFS_IOCTL_MAGIC: u8 = 0x94;
+// linux/btrfs.h: _IOW(BTRFS_IOCTL_MAGIC, 4, struct btrfs_ioctl_vol_args) and so on.
+const SCAN_DEV: Opcode = opcode::write::<VolArgs>(BTRFS_IOCTL_MAGIC, 4);
+const SYNC: Opcode = opcode::none(BTRFS_IOCTL_MAGIC, 8);
+const TREE_SEARCH: Opcode = opcode::read_write::<SearchArgs>(BTRFS_IOCTL_MAGIC, 17);
+const INO_LOOKUP: Opcode = opcode::read_write::<InoLookupArgs>(BTRFS_IOCTL_MAGIC, 18);
+const SNAP_CREATE_V2: Opcode = opcode::write::<VolArgsV2>(BTRFS_IOCTL_MAGIC, 23);
+const SUBVOL_CREATE_V2: Opcode = opcode::write::<VolArgsV2>(BTRFS_IOCTL_MAGIC, 24);
+const SUBVOL_GETFLAGS: Opcode = opcode::read::<u64>(BTRFS_IOCTL_MAGIC, 25);
+const SUBVOL_SETFLAGS: Opcode = opcode::write::<u64>(BTRFS_IOCTL_MAGIC, 26);
+const GET_SUBVOL_INFO: Opcode = opcode::read::<SubvolInfoArgs>(BTRFS_IOCTL_MAGIC, 60);
+const SNAP_DESTROY_V2: Opcode = opcode::write::<VolArgsV2>(BTRFS_IOCTL_MAGIC, 63);
 
 #[repr(C)]
 pub struct VolArgs {
@@ -128,7 +134,7 @@ fn zeroed_v2() -> Box<VolArgsV2> {
 }
 
 /// Copy a single path component into a fixed name buffer (NUL-terminated).
-fn put_name(dst: &mut [u8], name: &str) -> Result<(), Errno> {
+fn put_name(dst: &mut [u8], name: &OsStr) -> Result<(), Errno> {
     let b = name.as_bytes();
     if b.is_empty() || b.len() >= dst.len() || b.contains(&0) || b.contains(&b'/') {
         return Err(Errno::INVAL);
@@ -137,16 +143,16 @@ fn put_name(dst: &mut [u8], name: &str) -> Result<(), Errno> {
     Ok(())
 }
 
-fn c_str(buf: &[u8]) -> String {
+fn c_str(buf: &[u8]) -> OsString {
     let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    OsString::from_vec(buf[..end].to_vec())
 }
 
 /// Snapshot the subvolume that `src` is in, as `name` inside directory `dst_dir`.
 pub fn snap_create(
     dst_dir: BorrowedFd,
     src: BorrowedFd,
-    name: &str,
+    name: &OsStr,
     readonly: bool,
 ) -> Result<(), Errno> {
     let mut a = zeroed_v2();
@@ -159,7 +165,7 @@ pub fn snap_create(
 }
 
 /// Create an empty subvolume `name` inside directory `dir`.
-pub fn subvol_create(dir: BorrowedFd, name: &str) -> Result<(), Errno> {
+pub fn subvol_create(dir: BorrowedFd, name: &OsStr) -> Result<(), Errno> {
     let mut a = zeroed_v2();
     put_name(&mut a.name, name)?;
     // SAFETY: as for snap_create; SUBVOL_CREATE_V2 only reads the struct.
@@ -215,7 +221,6 @@ pub fn scan_dev(ctl: BorrowedFd, dev: &str) -> Result<(), Errno> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubvolInfo {
     pub id: u64,
-    pub name: String,
     pub parent_id: u64,
     pub dirid: u64,
     pub generation: u64,
@@ -259,7 +264,6 @@ pub fn subvol_info(fd: BorrowedFd) -> Result<SubvolInfo, Errno> {
     unsafe { ioctl(fd, Updater::<GET_SUBVOL_INFO, SubvolInfoArgs>::new(&mut *a))? };
     Ok(SubvolInfo {
         id: a.treeid,
-        name: c_str(&a.name),
         parent_id: a.parent_id,
         dirid: a.dirid,
         generation: a.generation,
@@ -275,7 +279,7 @@ pub fn subvol_info(fd: BorrowedFd) -> Result<SubvolInfo, Errno> {
 
 /// Path of directory inode `objectid` inside subvolume `treeid`, relative to that subvolume's
 /// root, with a trailing '/' (empty for the root directory itself).
-pub fn ino_lookup(fd: BorrowedFd, treeid: u64, objectid: u64) -> Result<String, Errno> {
+pub fn ino_lookup(fd: BorrowedFd, treeid: u64, objectid: u64) -> Result<OsString, Errno> {
     let mut a = Box::new(InoLookupArgs {
         treeid,
         objectid,
@@ -313,59 +317,34 @@ fn search_header(buf: &[u8], off: usize) -> Result<(u64, u64, u32, usize), Errno
 /// All items with keys between (objectid, typ, 0) and (objectid, typ, MAX) in tree `tree_id`.
 pub fn search(fd: BorrowedFd, tree_id: u64, objectid: u64, typ: u32) -> Result<Vec<Item>, Errno> {
     let mut out = Vec::new();
-    let mut min_offset = 0u64;
-    loop {
-        let mut a = Box::new(SearchArgs {
-            key: SearchKey {
-                tree_id,
-                min_objectid: objectid,
-                max_objectid: objectid,
-                min_offset,
-                max_offset: u64::MAX,
-                min_transid: 0,
-                max_transid: u64::MAX,
-                min_type: typ,
-                max_type: typ,
-                nr_items: 4096,
-                ..SearchKey::default()
-            },
-            buf: [0; 3992],
-        });
-        // SAFETY: TREE_SEARCH reads the key and fills the 3992-byte buffer of a 4096-byte
-        // btrfs_ioctl_search_args (size asserted); parsing below is bounds-checked.
-        unsafe { ioctl(fd, Updater::<TREE_SEARCH, SearchArgs>::new(&mut *a))? };
-        let n = a.key.nr_items as usize;
-        if n == 0 {
-            return Ok(out);
-        }
-        let mut off = 0usize;
-        let mut last_offset = None;
-        for _ in 0..n {
-            let (oid, ioff, ityp, len) = search_header(&a.buf, off)?;
-            let data = a
-                .buf
-                .get(off + 32..off + 32 + len)
-                .ok_or(Errno::IO)?
-                .to_vec();
-            off += 32 + len;
-            if oid == objectid && ityp == typ {
-                out.push(Item { offset: ioff, data });
+    search_since(
+        fd,
+        tree_id,
+        (objectid, typ, 0),
+        (objectid, typ, u64::MAX),
+        0,
+        |it| {
+            if it.key.0 == objectid && it.key.1 == typ {
+                out.push(Item {
+                    offset: it.key.2,
+                    data: it.data.to_vec(),
+                });
             }
-            last_offset = Some(ioff);
-        }
-        match last_offset {
-            Some(u64::MAX) | None => return Ok(out),
-            Some(o) => min_offset = o + 1,
-        }
-    }
+        },
+    )?;
+    Ok(out)
 }
 
+#[cfg(feature = "tools")]
 /// Item type of an inode item (`BTRFS_INODE_ITEM_KEY`).
 pub const INODE_ITEM_KEY: u32 = 1;
+#[cfg(feature = "tools")]
 /// Highest inode number a file tree uses (`BTRFS_LAST_FREE_OBJECTID`, -256).
 pub const LAST_FREE_OBJECTID: u64 = (-256i64) as u64;
+#[cfg(feature = "tools")]
 /// The quota tree (`BTRFS_QUOTA_TREE_OBJECTID`) and its per-qgroup usage items.
 pub const QUOTA_TREE_OBJECTID: u64 = 8;
+#[cfg(feature = "tools")]
 pub const QGROUP_INFO_KEY: u32 = 242;
 
 /// A compound btrfs key: (objectid, type, offset), ordered in that order.
@@ -443,11 +422,11 @@ pub fn search_since(
 }
 
 /// Parse a `btrfs_root_ref` item: (dirid, name).
-pub fn parse_root_ref(data: &[u8]) -> Option<(u64, String)> {
+pub fn parse_root_ref(data: &[u8]) -> Option<(u64, OsString)> {
     let dirid = u64::from_le_bytes(data.get(0..8)?.try_into().ok()?);
     let name_len = u16::from_le_bytes(data.get(16..18)?.try_into().ok()?) as usize;
     let name = data.get(18..18 + name_len)?;
-    Some((dirid, String::from_utf8_lossy(name).into_owned()))
+    Some((dirid, OsString::from_vec(name.to_vec())))
 }
 
 /// The id of the default subvolume (what a mount without subvol= gets).
@@ -472,7 +451,7 @@ pub fn default_subvol(fd: BorrowedFd) -> Result<u64, Errno> {
 }
 
 /// Child subvolumes of subvolume `parent`: (child id, dirid in parent, name).
-pub fn child_refs(fd: BorrowedFd, parent: u64) -> Result<Vec<(u64, u64, String)>, Errno> {
+pub fn child_refs(fd: BorrowedFd, parent: u64) -> Result<Vec<(u64, u64, OsString)>, Errno> {
     let mut v = Vec::new();
     for it in search(fd, ROOT_TREE_OBJECTID, parent, ROOT_REF_KEY)? {
         if let Some((dirid, name)) = parse_root_ref(&it.data) {
@@ -483,7 +462,7 @@ pub fn child_refs(fd: BorrowedFd, parent: u64) -> Result<Vec<(u64, u64, String)>
 }
 
 /// Parent of subvolume `id`: (parent id, dirid, name), or None for the top level / deleted ones.
-pub fn parent_ref(fd: BorrowedFd, id: u64) -> Result<Option<(u64, u64, String)>, Errno> {
+pub fn parent_ref(fd: BorrowedFd, id: u64) -> Result<Option<(u64, u64, OsString)>, Errno> {
     let items = search(fd, ROOT_TREE_OBJECTID, id, ROOT_BACKREF_KEY)?;
     Ok(items
         .into_iter()
@@ -507,8 +486,28 @@ mod tests {
         d.extend_from_slice(&7u64.to_le_bytes());
         d.extend_from_slice(&5u16.to_le_bytes());
         d.extend_from_slice(b"@root");
-        assert_eq!(parse_root_ref(&d), Some((300, "@root".into())));
+        assert_eq!(parse_root_ref(&d), Some((300, OsString::from("@root"))));
         assert_eq!(parse_root_ref(&d[..20]), None);
+    }
+
+    #[test]
+    fn request_numbers_match_linux_btrfs_h() {
+        // The values the kernel header yields on x86_64 (and every architecture with the
+        // generic _IOC layout).
+        for (got, want) in [
+            (SCAN_DEV, 0x5000_9404u32),
+            (SYNC, 0x0000_9408),
+            (TREE_SEARCH, 0xd000_9411),
+            (INO_LOOKUP, 0xd000_9412),
+            (SNAP_CREATE_V2, 0x5000_9417),
+            (SUBVOL_CREATE_V2, 0x5000_9418),
+            (SUBVOL_GETFLAGS, 0x8008_9419),
+            (SUBVOL_SETFLAGS, 0x4008_941a),
+            (GET_SUBVOL_INFO, 0x81f8_943c),
+            (SNAP_DESTROY_V2, 0x5000_943f),
+        ] {
+            assert_eq!(got as u32, want, "{got:#x}");
+        }
     }
 
     #[test]
@@ -522,10 +521,13 @@ mod tests {
     #[test]
     fn names_are_single_components() {
         let mut buf = [0u8; 16];
-        assert!(put_name(&mut buf, "a/b").is_err());
-        assert!(put_name(&mut buf, "").is_err());
-        assert!(put_name(&mut buf, "0123456789abcdef").is_err());
-        assert!(put_name(&mut buf, "ok").is_ok());
+        let n = |s: &str| OsStr::new(s).to_os_string();
+        assert!(put_name(&mut buf, &n("a/b")).is_err());
+        assert!(put_name(&mut buf, &n("")).is_err());
+        assert!(put_name(&mut buf, &n("0123456789abcdef")).is_err());
+        assert!(put_name(&mut buf, OsStr::from_bytes(b"\xff\xfe")).is_ok());
+        assert_eq!(c_str(&buf), OsStr::from_bytes(b"\xff\xfe"));
+        assert!(put_name(&mut buf, &n("ok")).is_ok());
         assert_eq!(c_str(&buf), "ok");
     }
 }

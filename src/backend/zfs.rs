@@ -21,14 +21,18 @@
 //! origin of clones inside R or S (audit copies, restored roots) are handed over to the clone
 //! with PROMOTE first; a clone anywhere else stops the deletion with a message.
 
-use super::*;
+#[cfg(feature = "tools")]
+use super::Browse;
+use super::{Facts, Fs, RawEntry, RootFacts, RootSource};
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::fault;
+use crate::fault::{self, Point};
+use crate::layout::{self, is_below};
 use crate::mounts::{self, Mounted};
 use crate::zfs::ioctl::{self as z, DatasetStats, ListEntry, ModuleVersion, ZfsError};
 use crate::zfs::nvlist::{NvList, Value};
 use rustix::io::Errno;
+#[cfg(feature = "tools")]
 use std::path::PathBuf;
 
 /// Snapshot taken of every root we build, right after it is built (prefix; `.<t>` follows).
@@ -130,7 +134,7 @@ fn mounted_at(mi: &[mounts::MountInfo], ds: &str) -> Option<String> {
         .map(|m| format!("{} ({})", m.mount_point, m.source))
 }
 
-pub fn open_backend(s: &Settings) -> Result<Box<dyn Backend>> {
+pub fn open(s: &Settings, now: i64) -> Result<Box<dyn super::Backend>> {
     check_dataset_name("root", &s.root)?;
     check_dataset_name("snapshots", &s.snapshots)?;
     if z::pool_of(&s.root) != z::pool_of(&s.snapshots) {
@@ -168,6 +172,7 @@ pub fn open_backend(s: &Settings) -> Result<Box<dyn Backend>> {
         snaps: s.snapshots.clone(),
         blank: s.blank.clone(),
         mounts: Vec::new(),
+        now,
     }))
 }
 
@@ -179,6 +184,8 @@ pub struct Zfs {
     snaps: String,
     blank: Option<String>,
     mounts: Vec<Mounted>,
+    /// The time of this command (snapshot names, pins).
+    now: i64,
 }
 
 impl Zfs {
@@ -225,7 +232,7 @@ impl Zfs {
     }
 
     fn unique_snap(&self, fs: &str, prefix: &str) -> Result<String> {
-        let t = crate::engine::now();
+        let t = self.now;
         for k in 0..100 {
             let cand = if k == 0 {
                 format!("{fs}@{prefix}.{t}")
@@ -241,7 +248,7 @@ impl Zfs {
         )))
     }
 
-    fn rename(&self, from: &str, to: &str, what: &str) -> Result<()> {
+    fn rename_ds(&self, from: &str, to: &str, what: &str) -> Result<()> {
         self.dev
             .rename(from, to)
             .map_err(|e| ze(format!("{what} ({from} → {to})"), e))
@@ -260,7 +267,9 @@ impl Zfs {
         kids.sort_by(|a, b| b.fast.creation_txg.cmp(&a.fast.creation_txg));
         for k in kids {
             let base = self.rel(&self.snaps, &k.name);
-            if base.starts_with(KEPT_PREFIX) || base.starts_with(RETIRED_ROOT_PREFIX) {
+            if base.starts_with(layout::KEPT_PREFIX)
+                || base.starts_with(layout::RETIRED_ROOT_PREFIX)
+            {
                 if let Some(st) = self.stats(&k.name)? {
                     return Ok(copied_props(&st));
                 }
@@ -366,7 +375,7 @@ impl Zfs {
         for ds in all.iter().rev() {
             self.release_clones(ds, &all)?;
         }
-        fault::point("delete:writable");
+        fault::point(Point::DeleteWritable);
         for ds in all.iter().rev() {
             let snaps = self
                 .dev
@@ -384,9 +393,9 @@ impl Zfs {
                 Err(e) => return Err(ze(format!("destroy dataset {ds}"), e)),
             }
             fault::point(if ds == &top {
-                "delete:deleted"
+                Point::DeleteDeleted
             } else {
-                "delete:child-deleted"
+                Point::DeleteChildDeleted
             });
         }
         Ok(())
@@ -400,7 +409,7 @@ impl Zfs {
         snap: &str,
         dst: &str,
         extra: &NvList,
-        child_point: &str,
+        child_point: Point,
     ) -> Result<()> {
         let kids = self.tree(src_fs)?;
         let mut names = vec![format!("{src_fs}@{snap}")];
@@ -475,6 +484,7 @@ impl Zfs {
         p
     }
 
+    #[cfg(feature = "tools")]
     /// Mount filesystem `ds` (or its snapshot `ds@snap`) read-only at `at`, then each child
     /// dataset (or its snapshot of the same name, where it has one) over its directory.
     fn mount_ro(&mut self, ds: &str, snap: Option<&str>, at: PathBuf) -> Result<PathBuf> {
@@ -510,23 +520,11 @@ impl Zfs {
     }
 }
 
-impl Backend for Zfs {
-    fn inventory(&mut self) -> Result<Inventory> {
-        let mut inv = Inventory {
-            fs: format!("zfs pool {} (OpenZFS module {})", self.pool, self.version),
-            moves_roots: true,
-            ..Default::default()
-        };
-        let mi = mounts::read_mountinfo()?;
+impl Zfs {
+    /// The root's encryption and location refusals, and the blank template's (see [`Fs::refusals`]).
+    fn refusal_list(&self) -> Result<Vec<String>> {
+        let mut v = Vec::new();
         let s_stats = self.stats(&self.snaps)?;
-        if let Some(s) = &s_stats {
-            if s.fast.is_snapshot || s.fast.objset_type != z::DMU_OST_ZFS {
-                return Err(Error::Refused(format!(
-                    "snapshots location {} is not a filesystem dataset",
-                    self.snaps
-                )));
-            }
-        }
         // Where S gets its key from: S itself, or the parent it will be created under.
         let s_encroot: Option<String> = match &s_stats {
             Some(s) => s.encryption_root().map(str::to_string),
@@ -535,7 +533,7 @@ impl Backend for Zfs {
                 match self.stats(parent)? {
                     Some(p) => p.encryption_root().map(str::to_string),
                     None => {
-                        inv.refusals.push(format!(
+                        v.push(format!(
                             "the parent of snapshots location {} does not exist; create it (e.g. `zfs create -o canmount=off -o mountpoint=none {parent}`) or pick another --snapshots",
                             self.snaps
                         ));
@@ -544,17 +542,9 @@ impl Backend for Zfs {
                 }
             }
         };
-        let mut root_snaps: Vec<ListEntry> = Vec::new();
-        let mut root_written: Option<u64> = None;
         if let Some(r) = self.stats(&self.root)? {
-            if r.fast.is_snapshot || r.fast.objset_type != z::DMU_OST_ZFS {
-                return Err(Error::Refused(format!(
-                    "root {} is not a filesystem dataset (a volume?); name the root filesystem with --root",
-                    self.root
-                )));
-            }
             if r.key_missing() {
-                inv.refusals.push(format!(
+                v.push(format!(
                     "root {} is encrypted and its key is not loaded (keystatus {}): unlock it before ephemeral-root runs (order the unit after the pool's key is loaded, e.g. zfs-load-key)",
                     self.root,
                     match r.keystatus() {
@@ -565,12 +555,12 @@ impl Backend for Zfs {
             } else if r.is_encrypted() {
                 let er = r.encryption_root().unwrap_or("");
                 if er == self.root {
-                    inv.refusals.push(format!(
+                    v.push(format!(
                         "root {} is its own encryption root: a new root would need its key material, which ephemeral-root does not have; let the root inherit its key from a parent (e.g. rpool/local)",
                         self.root
                     ));
                 } else if s_encroot.as_deref() != Some(er) {
-                    inv.refusals.push(format!(
+                    v.push(format!(
                         "root {} takes its key from {er}, but snapshots location {} {}; ZFS cannot move a dataset to another encryption root: put the snapshots location under {er}",
                         self.root,
                         self.snaps,
@@ -581,117 +571,16 @@ impl Backend for Zfs {
                     ));
                 }
             } else if let Some(o) = &s_encroot {
-                inv.refusals.push(format!(
+                v.push(format!(
                     "root {} is not encrypted but snapshots location {} is (encryption root {o}); ZFS cannot move an unencrypted dataset under an encrypted one",
                     self.root, self.snaps
                 ));
             }
-            let nested = self.tree(&self.root)?;
-            inv.root_mounted_at = mounted_at(&mi, &self.root);
-            root_snaps = self
-                .dev
-                .list_snapshots(&self.root, 0, 0)
-                .map_err(|e| ze(format!("list snapshots of root {}", self.root), e))?;
-            root_written = r.prop_u64("written");
-            let latest = root_snaps.last().map(|s| s.name.as_str()).unwrap_or("");
-            let fresh = root_written == Some(0)
-                && latest
-                    .strip_prefix(&format!("{}@{FRESH_SNAP}", self.root))
-                    .is_some()
-                && self.children_unchanged_since(latest)?;
-            let began = r.creation().ok_or_else(|| {
-                Error::Other(format!(
-                    "root {} reports no creation time; cannot name its old root",
-                    self.root
-                ))
-            })?;
-            inv.root = Some(RootState {
-                began: began as i64,
-                fresh,
-                kept_as: None,
-                nested: nested
-                    .iter()
-                    .map(|n| self.rel(&self.root, &n.name).to_string())
-                    .collect(),
-                retire_as: format!("{RETIRED_ROOT_PREFIX}{:016x}", r.fast.guid),
-                describe: format!("{} (dataset guid {:016x})", self.root, r.fast.guid),
-            });
-        }
-        if s_stats.is_some() {
-            inv.snapshots_exists = true;
-            let mut kids = self
-                .dev
-                .list_children(&self.snaps)
-                .map_err(|e| ze(format!("list {}", self.snaps), e))?;
-            kids.sort_by(|a, b| a.name.cmp(&b.name));
-            let latest_root_snap = root_snaps.last().map(|s| s.name.clone());
-            for k in kids {
-                let n = self.rel(&self.snaps, &k.name).to_string();
-                let (time, seq) = match classify_entry(&n) {
-                    Entry::Leftover => {
-                        inv.leftovers.push(n);
-                        continue;
-                    }
-                    Entry::Retired => {
-                        inv.retired.push(n);
-                        continue;
-                    }
-                    Entry::Unsealed(name) => {
-                        inv.unsealed.push(name.to_string());
-                        continue;
-                    }
-                    Entry::BadKept => {
-                        return Err(Error::Refused(format!(
-                            "{} is not a name this program makes; rename it by hand",
-                            k.name
-                        )));
-                    }
-                    Entry::OldRoot(time, seq) => (time, seq),
-                    // The baseline is a snapshot of the root here, never an entry of S.
-                    Entry::Baseline | Entry::Other => continue,
-                };
-                let Some(st) = self.stats(&k.name)? else {
-                    continue;
-                };
-                if let (Some(latest), Some(r)) = (&latest_root_snap, inv.root.as_mut()) {
-                    let audit = latest
-                        .strip_prefix(&format!("{}@{AUDIT_SNAP}", self.root))
-                        .is_some();
-                    if audit
-                        && root_written == Some(0)
-                        && &k.fast.origin == latest
-                        && self.children_unchanged_since(latest)?
-                    {
-                        r.kept_as = Some(n.clone());
-                    }
-                }
-                let nested = self
-                    .tree(&k.name)?
-                    .iter()
-                    .map(|e| self.rel(&k.name, &e.name).to_string())
-                    .collect();
-                inv.old_roots.push(OldRoot {
-                    pinned: st.is_local(z::PINNED_PROP),
-                    name: n,
-                    time,
-                    seq,
-                    kept_at: st.creation().map(|c| c as i64),
-                    readonly: st.readonly(),
-                    nested,
-                });
-            }
-        }
-        if inv.root.is_none() {
-            inv.root_replacement_pending = !inv.unsealed.is_empty()
-                || inv
-                    .retired
-                    .iter()
-                    .any(|n| n.starts_with(RETIRED_ROOT_PREFIX));
         }
         if let Some(b) = &self.blank {
             let fs = fs_of(b);
             if fs == self.root || below(fs, &self.root) {
-                inv.refusals.push(format!(
+                v.push(format!(
                     "blank template {b} is a snapshot of the root, which moves away every boot; make a permanent template once: `zfs clone {b} {}/.template && zfs promote {}/.template`, then set blank = {}/.template@{}",
                     self.snaps,
                     self.snaps,
@@ -699,42 +588,164 @@ impl Backend for Zfs {
                     b.split('@').nth(1).unwrap_or("blank")
                 ));
             } else if below(fs, &self.snaps) && !self.rel(&self.snaps, fs).starts_with('.') {
-                inv.refusals.push(format!(
+                v.push(format!(
                     "blank template {b} is inside an old root, which may be pruned; use a template dataset whose name starts with '.', e.g. {}/.template@blank",
                     self.snaps
                 ));
             }
-            inv.blank_exists = Some(self.exists(b)?);
         }
-        Ok(inv)
+        Ok(v)
+    }
+
+    /// The latest snapshot of the root and whether nothing was written since.
+    fn root_latest(&self) -> Result<(Option<String>, bool)> {
+        let snaps = self
+            .dev
+            .list_snapshots(&self.root, 0, 0)
+            .map_err(|e| ze(format!("list snapshots of root {}", self.root), e))?;
+        let written = self.stats(&self.root)?.and_then(|s| s.prop_u64("written"));
+        Ok((snaps.last().map(|s| s.name.clone()), written == Some(0)))
+    }
+}
+
+impl Fs for Zfs {
+    fn describe(&self) -> String {
+        format!("zfs pool {} (OpenZFS module {})", self.pool, self.version)
+    }
+
+    fn snapshots_label(&self) -> String {
+        self.snaps.clone()
+    }
+
+    fn snapshots_exists(&mut self) -> Result<bool> {
+        match self.stats(&self.snaps)? {
+            None => Ok(false),
+            Some(s) if s.fast.is_snapshot || s.fast.objset_type != z::DMU_OST_ZFS => {
+                Err(Error::Refused(format!(
+                    "snapshots location {} is not a filesystem dataset",
+                    self.snaps
+                )))
+            }
+            Some(_) => Ok(true),
+        }
+    }
+
+    fn entries(&mut self) -> Result<Vec<RawEntry>> {
+        let mut kids = self
+            .dev
+            .list_children(&self.snaps)
+            .map_err(|e| ze(format!("list {}", self.snaps), e))?;
+        kids.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out = Vec::new();
+        for k in kids {
+            let name = self.rel(&self.snaps, &k.name).to_string();
+            let mut facts = Facts::default();
+            if let Some(st) = self.stats(&k.name)? {
+                let children = self.tree(&k.name)?;
+                let mut readonly = st.readonly();
+                for c in &children {
+                    readonly &= self.stats(&c.name)?.is_some_and(|s| s.readonly());
+                }
+                facts = Facts {
+                    tree: !st.fast.is_snapshot && st.fast.objset_type == z::DMU_OST_ZFS,
+                    readonly,
+                    pinned: st.is_local(z::PINNED_PROP),
+                    nested: children
+                        .iter()
+                        .map(|c| self.rel(&k.name, &c.name).into())
+                        .collect(),
+                    id: format!("{:016x}", st.fast.guid),
+                    ..Facts::default()
+                };
+            }
+            out.push(RawEntry {
+                name: name.into(),
+                facts,
+            });
+        }
+        Ok(out)
+    }
+
+    fn root(&mut self) -> Result<Option<RootFacts>> {
+        let Some(r) = self.stats(&self.root)? else {
+            return Ok(None);
+        };
+        if r.fast.is_snapshot || r.fast.objset_type != z::DMU_OST_ZFS {
+            return Err(Error::Refused(format!(
+                "root {} is not a filesystem dataset (a volume?); name the root filesystem with --root",
+                self.root
+            )));
+        }
+        let mi = mounts::read_mountinfo()?;
+        let (latest, unwritten) = self.root_latest()?;
+        let latest = latest.unwrap_or_default();
+        let fresh = unwritten
+            && latest
+                .strip_prefix(&format!("{}@{FRESH_SNAP}", self.root))
+                .is_some()
+            && self.children_unchanged_since(&latest)?;
+        let began = r.creation().ok_or_else(|| {
+            Error::Other(format!(
+                "root {} reports no creation time; cannot name its old root",
+                self.root
+            ))
+        })?;
+        Ok(Some(RootFacts {
+            began: began as i64,
+            fresh,
+            id: format!("{:016x}", r.fast.guid),
+            describe: format!("{} (dataset guid {:016x})", self.root, r.fast.guid),
+            mounted_at: mounted_at(&mi, &self.root),
+        }))
+    }
+
+    fn refusals(&mut self) -> Result<Vec<String>> {
+        self.refusal_list()
+    }
+
+    fn blank_exists(&mut self) -> Result<Option<bool>> {
+        match &self.blank {
+            None => Ok(None),
+            Some(b) => Ok(Some(self.exists(b)?)),
+        }
+    }
+
+    fn root_unchanged_since_copy(&mut self, copy: &str) -> Result<bool> {
+        let (latest, unwritten) = self.root_latest()?;
+        let Some(latest) = latest else {
+            return Ok(false);
+        };
+        let audit = latest
+            .strip_prefix(&format!("{}@{AUDIT_SNAP}", self.root))
+            .is_some();
+        let origin = self
+            .stats(&self.s(copy))?
+            .map(|s| s.fast.origin.clone())
+            .unwrap_or_default();
+        Ok(audit && unwritten && origin == latest && self.children_unchanged_since(&latest)?)
+    }
+
+    fn is_sealed_copy(&mut self, _kept: &str, _old: &str) -> Result<bool> {
+        // Sealing is in place (properties, then one rename).
+        Ok(false)
     }
 
     fn create_snapshots_location(&mut self) -> Result<()> {
+        if self.exists(&self.snaps)? {
+            return Ok(());
+        }
         let props = NvList::new()
             .with("canmount", Value::Uint64(z::CANMOUNT_OFF))
             .with("mountpoint", Value::String("none".into()));
-        match self.dev.create(&self.snaps, &props) {
-            Ok(()) => {}
-            Err(e) if e.is(Errno::EXIST) => {}
-            Err(e) => return Err(ze(format!("create snapshots location {}", self.snaps), e)),
-        }
-        fault::point("snapshots-location:created");
+        self.dev
+            .create(&self.snaps, &props)
+            .map_err(|e| ze(format!("create snapshots location {}", self.snaps), e))?;
+        fault::point(Point::SnapshotsLocationCreated);
         Ok(())
     }
 
-    fn discard(&mut self, name: &str) -> Result<()> {
-        if !(name.starts_with(INCOMPLETE_PREFIX) || name == NEW_ROOT) {
-            return Err(Error::Refused(format!(
-                "{name} is not a leftover of an interrupted run"
-            )));
-        }
-        self.destroy_in_snapshots(name)?;
-        fault::point("discard:child-deleted");
-        Ok(())
-    }
-
-    fn build_new_root(&mut self, src: &RootSource) -> Result<()> {
-        let nr = self.s(NEW_ROOT);
+    fn build(&mut self, name: &str, src: &RootSource) -> Result<()> {
+        let nr = self.s(name);
         let props = self.root_props()?;
         match src {
             RootSource::Empty => {
@@ -752,11 +763,10 @@ impl Backend for Zfs {
                 let snap = self.unique_snap(&from, RESTORE_SNAP)?;
                 let tag = snap.split('@').nth(1).unwrap_or(RESTORE_SNAP).to_string();
                 // The old root's own properties are its root's; only readonly/canmount differ.
-                let _ = props;
-                self.clone_tree(&from, &tag, &nr, &NvList::new(), "new-root:child")?;
+                self.clone_tree(&from, &tag, &nr, &NvList::new(), Point::NewRootChild)?;
             }
         }
-        fault::point("new-root:created");
+        fault::point(Point::NewRootCreated);
         // The freshness marker, on the new root and its child datasets (restored ones), atomically.
         let marker = self.unique_snap(&nr, FRESH_SNAP)?;
         let tag = marker.split('@').nth(1).unwrap_or(FRESH_SNAP).to_string();
@@ -770,13 +780,14 @@ impl Backend for Zfs {
         self.dev
             .snapshot(&refs, &[])
             .map_err(|e| ze(format!("snapshot the next root as {marker}"), e))?;
-        fault::point("new-root:placeholders");
+        fault::point(Point::NewRootRecorded);
         Ok(())
     }
 
-    fn keep_root(&mut self, name: &str) -> Result<()> {
-        let staging = self.s(&format!("{INCOMPLETE_PREFIX}{name}"));
-        let snap = self.unique_snap(&self.root, &format!("{AUDIT_SNAP}{name}"))?;
+    fn copy_root(&mut self, name: &str) -> Result<()> {
+        let staging = self.s(name);
+        let old_name = name.strip_prefix(layout::INCOMPLETE_PREFIX).unwrap_or(name);
+        let snap = self.unique_snap(&self.root, &format!("{AUDIT_SNAP}{old_name}"))?;
         let tag = snap.split('@').nth(1).unwrap_or_default().to_string();
         let extra = NvList::new()
             .with("readonly", Value::Uint64(1))
@@ -808,7 +819,7 @@ impl Backend for Zfs {
         self.dev
             .clone_snapshot(&staging, &snap, &props)
             .map_err(|e| ze(format!("clone {snap} as {staging}"), e))?;
-        fault::point("keep:staged");
+        fault::point(Point::CopyStaged);
         for k in &kids {
             let rel = self.rel(&root, &k.name).to_string();
             let cst = self
@@ -823,46 +834,41 @@ impl Backend for Zfs {
             self.dev
                 .clone_snapshot(&to, &origin, &p)
                 .map_err(|e| ze(format!("clone {origin} as {to}"), e))?;
-            fault::point("keep:nested");
+            fault::point(Point::CopyNested);
         }
-        fault::point("keep:readonly");
-        self.rename(&staging, &self.s(name), "give the old root its name")?;
-        fault::point("keep:committed");
         Ok(())
     }
 
-    fn retire_root(&mut self) -> Result<()> {
-        let st = self
-            .stats(&self.root)?
-            .ok_or_else(|| Error::Other(format!("root {} does not exist", self.root)))?;
-        let to = self.s(&format!("{RETIRED_ROOT_PREFIX}{:016x}", st.fast.guid));
-        self.rename(&self.root, &to, "move the root aside")?;
-        fault::point("retire:moved");
+    fn move_root(&mut self, to: &str) -> Result<()> {
+        if !self.exists(&self.root)? {
+            return Err(Error::Other(format!("root {} does not exist", self.root)));
+        }
+        self.rename_ds(&self.root, &self.s(to), "move the root aside")?;
+        fault::point(Point::MoveMoved);
         Ok(())
     }
 
-    fn activate_new_root(&mut self) -> Result<()> {
-        self.rename(&self.s(NEW_ROOT), &self.root, "put the next root in place")?;
-        fault::point("activate:moved");
+    fn activate(&mut self, from: &str) -> Result<()> {
+        self.rename_ds(&self.s(from), &self.root, "put the next root in place")?;
+        fault::point(Point::ActivateMoved);
         Ok(())
     }
 
-    fn move_root_aside(&mut self, name: &str) -> Result<()> {
-        let to = self.s(&format!("{KEPT_PREFIX}{name}"));
-        self.rename(&self.root, &to, "move the root aside")?;
-        fault::point("move:moved");
+    fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        self.rename_ds(&self.s(from), &self.s(to), "rename")?;
+        fault::point(Point::RenameDone);
         Ok(())
     }
 
-    fn seal_old_root(&mut self, name: &str) -> Result<()> {
-        let from = self.s(&format!("{KEPT_PREFIX}{name}"));
-        let to = self.s(name);
+    fn seal(&mut self, kept: &str, to: &str) -> Result<()> {
+        let from = self.s(kept);
+        let dst = self.s(to);
         if !self.exists(&from)? {
-            if self.exists(&to)? {
+            if self.exists(&dst)? {
                 return Ok(());
             }
             return Err(Error::Other(format!(
-                "neither {from} nor {to} exists; cannot seal old root {name}"
+                "neither {from} nor {dst} exists; cannot seal old root {to}"
             )));
         }
         let mut all = vec![from.clone()];
@@ -882,46 +888,40 @@ impl Backend for Zfs {
                 )
             })?;
         }
-        fault::point("seal:readonly");
-        self.rename(&from, &to, "give the old root its name")?;
-        fault::point("seal:sealed");
+        fault::point(Point::SealReadonly);
+        self.rename_ds(&from, &dst, "give the old root its name")?;
+        fault::point(Point::SealCommitted);
         Ok(())
     }
 
-    fn delete_retired(&mut self, name: &str) -> Result<()> {
-        if !(name.starts_with(RETIRED_ROOT_PREFIX) || name.starts_with(DELETING_PREFIX)) {
-            return Err(Error::Refused(format!(
-                "{name} is not a retired root or a pruned old root"
-            )));
-        }
+    fn destroy(&mut self, name: &str) -> Result<()> {
         self.destroy_in_snapshots(name)
     }
 
-    fn delete_old_root(&mut self, name: &str) -> Result<()> {
-        if crate::timefmt::parse_old_root_name(name).is_none() {
-            return Err(Error::Refused(format!("{name} is not an old-root name")));
-        }
-        let to = format!("{DELETING_PREFIX}{name}");
-        self.rename(&self.s(name), &self.s(&to), "rename old root for deletion")?;
-        fault::point("delete-old:renamed");
-        self.destroy_in_snapshots(&to)
-    }
-
     fn set_pinned(&mut self, name: &str, pinned: bool) -> Result<()> {
-        let ds = self.s(name);
+        // The pin is a property of the dataset holding the old root, sealed or not.
+        let ds = [self.s(name), self.s(&layout::kept(name))]
+            .into_iter()
+            .find(|d| self.exists(d).unwrap_or(false));
+        let Some(ds) = ds else {
+            return if pinned {
+                Err(Error::Usage(format!("old root {name} does not exist")))
+            } else {
+                Ok(())
+            };
+        };
         if pinned {
             let p = NvList::new().with(
                 z::PINNED_PROP,
-                Value::String(crate::timefmt::rfc3339(crate::engine::now())),
+                Value::String(crate::timefmt::rfc3339(self.now)),
             );
             self.dev
                 .set_props(&ds, &p)
                 .map_err(|e| ze(format!("pin {ds}"), e))
         } else {
-            match self.dev.inherit_prop(&ds, z::PINNED_PROP) {
-                Ok(()) => Ok(()),
-                Err(e) => Err(ze(format!("unpin {ds}"), e)),
-            }
+            self.dev
+                .inherit_prop(&ds, z::PINNED_PROP)
+                .map_err(|e| ze(format!("unpin {ds}"), e))
         }
     }
 
@@ -929,23 +929,7 @@ impl Backend for Zfs {
         self.dev
             .pool_sync(&self.pool, false)
             .map_err(|e| ze(format!("sync pool {}", self.pool), e))?;
-        fault::point("sync:done");
         Ok(())
-    }
-
-    fn old_root_path(&mut self, name: &str) -> Result<PathBuf> {
-        if crate::timefmt::parse_old_root_name(name).is_none() {
-            return Err(Error::Usage(format!("{name:?} is not an old-root name")));
-        }
-        let ds = self.s(name);
-        let at = PathBuf::from(format!("{}/zfs/{name}", mounts::RUN_DIR));
-        self.mount_ro(&ds, None, at)
-    }
-
-    fn root_path(&mut self) -> Result<PathBuf> {
-        let at = PathBuf::from(format!("{}/zfs/root", mounts::RUN_DIR));
-        let r = self.root.clone();
-        self.mount_ro(&r, None, at)
     }
 
     /// `R@ephemeral-root-baseline` and the same snapshot of each child dataset, in one atomic
@@ -964,13 +948,50 @@ impl Backend for Zfs {
         self.dev
             .destroy_snaps(&refs, false)
             .map_err(|e| ze(format!("destroy the old baseline {}", names[0]), e))?;
+        fault::point(Point::BaselineStaged);
         self.dev.snapshot(&refs, &[]).map_err(|e| {
             ze(
                 format!("snapshot {} (with its child datasets)", names[0]),
                 e,
             )
         })?;
-        self.sync()
+        Ok(())
+    }
+
+    fn close(mut self: Box<Self>) -> Result<()> {
+        let mut first: Option<Error> = None;
+        while let Some(m) = self.mounts.pop() {
+            if let Err(e) = m.unmount() {
+                first.get_or_insert(e);
+            }
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(feature = "tools")]
+impl Browse for Zfs {
+    fn root_path(&mut self) -> Result<PathBuf> {
+        let at = PathBuf::from(format!("{}/zfs/root", mounts::RUN_DIR));
+        let r = self.root.clone();
+        self.mount_ro(&r, None, at)
+    }
+
+    fn entry_path(&mut self, name: &str) -> Result<PathBuf> {
+        if name.is_empty() || name.contains(['/', '@']) {
+            return Err(Error::Usage(format!("{name:?} is not an old-root name")));
+        }
+        let ds = self.s(name);
+        let at = PathBuf::from(format!("{}/zfs/{name}", mounts::RUN_DIR));
+        self.mount_ro(&ds, None, at)
+    }
+
+    fn entry_nested(&mut self, _name: &str) -> Result<Vec<(String, PathBuf)>> {
+        // Child datasets are mounted over their directories by `entry_path`.
+        Ok(Vec::new())
     }
 
     /// The baseline snapshots mounted read-only (the root's, then each child dataset's that has
@@ -985,17 +1006,20 @@ impl Backend for Zfs {
         self.mount_ro(&r, Some(BASELINE_SNAP), at).map(Some)
     }
 
-    fn close(mut self: Box<Self>) -> Result<()> {
-        let mut first: Option<Error> = None;
-        while let Some(m) = self.mounts.pop() {
-            if let Err(e) = m.unmount() {
-                first.get_or_insert(e);
-            }
-        }
-        match first {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+    fn baseline_nested(&mut self) -> Result<Vec<(String, PathBuf)>> {
+        Ok(Vec::new())
+    }
+
+    fn changed_since_baseline(&mut self) -> Result<Option<Vec<String>>> {
+        Ok(None)
+    }
+
+    fn exclusive_bytes(&mut self, name: &str) -> Result<Option<(u64, bool)>> {
+        // `used`: what destroying the dataset (with its children and snapshots) would free.
+        Ok(self
+            .stats(&self.s(name))?
+            .and_then(|s| s.prop_u64("used"))
+            .map(|b| (b, false)))
     }
 }
 

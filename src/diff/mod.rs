@@ -25,7 +25,7 @@ use crate::backend::Backend;
 use crate::cli::Cli;
 use crate::config::Settings;
 use crate::error::{Context, Error, Result};
-use crate::mounts::{self, MountInfo};
+use crate::mounts;
 use noise::Rule;
 use output::{GroupStat, Hidden, Report};
 use rustix::fd::OwnedFd;
@@ -34,13 +34,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use walk::{Entry, Kind, Meta, Progress};
 
-/// Is `/` a tmpfs (no subvolumes to compare: walk `/` itself)?
-pub fn root_is_tmpfs(mi: &[MountInfo]) -> bool {
-    mi.iter()
-        .rev()
-        .find(|m| m.mount_point == "/")
-        .is_some_and(|m| m.fstype == "tmpfs")
-}
+pub use crate::mounts::root_is_tmpfs;
 
 /// Accumulates entries into groups and hidden counts.
 pub struct Tally {
@@ -220,20 +214,31 @@ pub fn collect_current(b: &mut dyn Backend, s: &Settings) -> Result<Report> {
     Ok(t.finish(source, "walk; no baseline".into()))
 }
 
-fn collect_old(b: &mut dyn Backend, s: &Settings, name: &str) -> Result<Report> {
-    let inv = b.inventory()?;
-    if !inv.old_roots.iter().any(|o| o.name == name) {
+fn collect_old(
+    b: &mut dyn Backend,
+    st: &crate::protocol::State,
+    s: &Settings,
+    name: &str,
+) -> Result<Report> {
+    let Some(o) = st.find_old_root(name) else {
         return Err(Error::Usage(format!(
-            "old root {name:?} does not exist in {}; `ephemeral-root list` shows the names",
+            "old root \"{}\" does not exist in {}; `ephemeral-root list` shows the names",
+            crate::escape::text(name),
             s.snapshots
         )));
+    };
+    if !o.sealed {
+        log::info!(
+            "old root {name} is not sealed yet (read-only once `finish` runs); reading it as it is"
+        );
     }
-    let path = b.old_root_path(name)?;
+    let entry = o.entry.to_string();
+    let path = b.entry_path(&entry)?;
     let dir = open_root_dir(&path)?;
     let mut t = Tally::new(context_for(s, &dir));
     walk_into(&mut t, &dir, false, "scanning the old root")?;
     // Nested subvolumes kept beside the old root (bcachefs), at their places in the tree.
-    for (rel, p) in b.old_root_nested(name)? {
+    for (rel, p) in b.entry_nested(&entry)? {
         let nd = open_root_dir(&p)?;
         let mut pr = Progress::new("scanning a nested subvolume");
         let r = walk::walk(&nd, &format!("/{rel}"), false, &mut pr, &mut |e| t.add(e));
@@ -258,9 +263,9 @@ pub fn collect(s: &Settings, old: Option<&str>) -> Result<Report> {
     if old.is_none() && root_is_tmpfs(&mounts::read_mountinfo()?) {
         return collect_tmpfs(s);
     }
-    let mut b = crate::engine::open_backend(s)?;
+    let (mut b, st) = crate::protocol::open(s, crate::clock::now())?;
     let r = match old {
-        Some(n) => collect_old(b.as_mut(), s, n),
+        Some(n) => collect_old(b.as_mut(), &st, s, n),
         None => collect_current(b.as_mut(), s),
     };
     b.close()?;
@@ -277,23 +282,6 @@ pub fn run(cli: &Cli, s: &Settings, old: Option<&str>) -> Result<()> {
         output::human(&r, cli.verbosity > 0)
     };
     print!("{text}");
-    Ok(())
-}
-
-pub fn baseline(_cli: &Cli, s: &Settings) -> Result<()> {
-    if root_is_tmpfs(&mounts::read_mountinfo()?) {
-        return Err(Error::Usage(
-            "/ is a tmpfs: there is nothing to snapshot; `diff` walks / directly".into(),
-        ));
-    }
-    let mut b = crate::engine::open_backend(s)?;
-    b.take_baseline()?;
-    b.close()?;
-    log::info!(
-        "baseline taken: {}/{} (diff now shows only what changes from here)",
-        s.snapshots,
-        crate::backend::BASELINE
-    );
     Ok(())
 }
 

@@ -16,6 +16,7 @@
 //! Each DSL-modifying ioctl (create, clone, rename, destroy, set, snapshot) returns only after its
 //! transaction group has synced (`dsl_sync_task` waits, even when interrupted), so a completed call
 //! is on disk.
+#![allow(unsafe_code)]
 
 use std::fmt;
 use std::mem::{align_of, offset_of, size_of};
@@ -28,6 +29,7 @@ use super::nvlist::{NvError, NvList, Value};
 
 // ---------------------------------------------------------------------------- request numbers
 
+#[cfg(test)]
 /// `ZFS_IOC_FIRST` on Linux (`'Z' << 8`); requests are `ZFS_IOC_FIRST + index`.
 pub const ZFS_IOC_FIRST: u16 = 0x5a00;
 pub const ZFS_IOC_OBJSET_STATS: u16 = 0x5a12;
@@ -36,6 +38,7 @@ pub const ZFS_IOC_SNAPSHOT_LIST_NEXT: u16 = 0x5a15;
 pub const ZFS_IOC_SET_PROP: u16 = 0x5a16;
 pub const ZFS_IOC_CREATE: u16 = 0x5a17;
 pub const ZFS_IOC_DESTROY: u16 = 0x5a18;
+#[cfg(test)]
 pub const ZFS_IOC_ROLLBACK: u16 = 0x5a19;
 pub const ZFS_IOC_RENAME: u16 = 0x5a1a;
 pub const ZFS_IOC_PROMOTE: u16 = 0x5a22;
@@ -47,7 +50,6 @@ pub const ZFS_IOC_POOL_SYNC: u16 = 0x5a47;
 
 /// `dmu_objset_type_t`.
 pub const DMU_OST_ZFS: u32 = 2;
-pub const DMU_OST_ZVOL: u32 = 3;
 
 /// `ZFS_MAX_DATASET_NAME_LEN`: a full name must be shorter than this.
 pub const MAX_DATASET_NAME_LEN: usize = 256;
@@ -254,11 +256,11 @@ fn put_cstr(field: &mut [u8], s: &str, limit: usize) -> Result<(), &'static str>
 /// The operation an error came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    Open,
     ObjsetStats,
     ListChildren,
     ListSnapshots,
     Snapshot,
+    #[cfg(test)]
     Rollback,
     Create,
     Clone,
@@ -274,11 +276,11 @@ pub enum Op {
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Op::Open => "open",
             Op::ObjsetStats => "read properties of",
             Op::ListChildren => "list children of",
             Op::ListSnapshots => "list snapshots of",
             Op::Snapshot => "snapshot",
+            #[cfg(test)]
             Op::Rollback => "roll back",
             Op::Create => "create",
             Op::Clone => "clone",
@@ -326,10 +328,13 @@ const ZFS_ERRNO_NAMES: &[&str] = &[
 pub fn describe_errno(op: Op, errno: i32) -> String {
     let e = Errno::from_raw_os_error(errno);
     let specific = match (op, e) {
+        #[cfg(test)]
         (Op::Rollback, Errno::EXIST) => {
             Some("the target is not the most recent snapshot (or a newer bookmark exists)")
         }
+        #[cfg(test)]
         (Op::Rollback, Errno::SRCH) => Some("no such snapshot, or the dataset has no snapshots"),
+        #[cfg(test)]
         (Op::Rollback, Errno::AGAIN) => Some("the snapshot is too new; retry after a pool sync"),
         (Op::Destroy, Errno::BUSY) => Some("dataset is busy (mounted, held, or has snapshots)"),
         (Op::Destroy, Errno::EXIST) => Some("dataset has children or clones"),
@@ -663,6 +668,7 @@ pub fn destroy_snaps_request(snaps: &[&str], defer: bool) -> Result<Request, Zfs
     Ok(r)
 }
 
+#[cfg(test)]
 /// `ZFS_IOC_ROLLBACK`: zc_name = filesystem; `{"target"?: fs@snap}`. Needs an output buffer: a
 /// successful rollback returns `{"target": …}`.
 pub fn rollback_request(fs: &str, target: Option<&str>) -> Result<Request, ZfsError> {
@@ -806,7 +812,7 @@ pub struct FastStats {
     pub num_clones: u64,
     pub creation_txg: u64,
     pub guid: u64,
-    /// `dmu_objset_type_t`: [`DMU_OST_ZFS`] or [`DMU_OST_ZVOL`].
+    /// `dmu_objset_type_t`: [`DMU_OST_ZFS`] for a filesystem (3 is a volume).
     pub objset_type: u32,
     pub is_snapshot: bool,
     pub inconsistent: bool,
@@ -888,6 +894,7 @@ impl DatasetStats {
     pub fn canmount(&self) -> u64 {
         self.prop_u64("canmount").unwrap_or(CANMOUNT_ON)
     }
+    #[cfg(test)]
     /// The raw `mountpoint` value and where it was set; `None` = default (`/<dataset>`).
     /// An inherited value is the ancestor's; libzfs appends the relative path to it.
     pub fn mountpoint(&self) -> Option<(&str, Option<&str>)> {
@@ -916,9 +923,11 @@ impl DatasetStats {
     pub fn creation(&self) -> Option<u64> {
         self.prop_u64("creation")
     }
+    #[cfg(test)]
     pub fn createtxg(&self) -> u64 {
         self.prop_u64("createtxg").unwrap_or(self.fast.creation_txg)
     }
+    #[cfg(test)]
     /// The value of `ephemeral-root:pinned`, if set (locally or inherited).
     pub fn pinned(&self) -> Option<&str> {
         self.prop_str(PINNED_PROP)
@@ -1015,10 +1024,6 @@ impl Zfs {
         let fd = rustix::fs::open("/dev/zfs", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
             .map_err(ZfsError::Open)?;
         Ok(Zfs { fd })
-    }
-
-    pub fn from_fd(fd: OwnedFd) -> Zfs {
-        Zfs { fd }
     }
 
     /// One raw ioctl.
@@ -1168,18 +1173,6 @@ impl Zfs {
     pub fn snapshot(&self, snaps: &[&str], user_props: &[(&str, &str)]) -> Result<(), ZfsError> {
         self.execute(&snapshot_request(snaps, user_props)?)
             .map(|_| ())
-    }
-
-    /// Roll `fs` back to its most recent snapshot, which must be `target` if given. Returns the
-    /// snapshot rolled back to.
-    pub fn rollback(&self, fs: &str, target: Option<&str>) -> Result<String, ZfsError> {
-        let req = rollback_request(fs, target)?;
-        let r = self.execute(&req)?;
-        Ok(r.output
-            .as_ref()
-            .and_then(|o| o.get_str("target"))
-            .unwrap_or_default()
-            .to_string())
     }
 
     /// Create a filesystem with properties (`{prop: value}`).

@@ -1,10 +1,8 @@
 //! ZFS backend plumbing: the packed nvlist format and the `/dev/zfs` ioctl interface.
 //!
 //! Nothing here runs `zfs`/`zpool` or links libzfs; the initrd binary talks to the kernel module
-//! directly. See `DESIGN-zfs.md` for the rollback flow built on top of these calls.
-
-// The protocol layer wraps more of the interface than the backend uses today (rollback, XDR).
-#![allow(dead_code)]
+//! directly. The rollback flow built on top of these calls is in `crate::backend::zfs`; the
+//! interface itself is described in docs/kernel-interfaces.md (ZFS).
 
 pub mod ioctl;
 pub mod nvlist;

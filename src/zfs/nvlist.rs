@@ -21,6 +21,7 @@ pub const NV_UNIQUE_NAME_TYPE: u32 = 2;
 
 const NV_VERSION: i32 = 0;
 const NV_ENCODE_NATIVE: u8 = 0;
+#[cfg(test)]
 const NV_ENCODE_XDR: u8 = 1;
 const NV_LITTLE_ENDIAN: u8 = 1;
 /// Size of `nvpair_t` without its name (the fixed pair header).
@@ -305,6 +306,7 @@ impl NvList {
         }
     }
 
+    #[cfg(test)]
     pub fn flags(&self) -> u32 {
         self.flags
     }
@@ -313,6 +315,7 @@ impl NvList {
         &self.pairs
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.pairs.len()
     }
@@ -348,6 +351,7 @@ impl NvList {
         self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
+    #[cfg(test)]
     pub fn get_u64(&self, name: &str) -> Option<u64> {
         self.get(name).and_then(Value::as_u64)
     }
@@ -357,6 +361,7 @@ impl NvList {
     pub fn get_nvlist(&self, name: &str) -> Option<&NvList> {
         self.get(name).and_then(Value::as_nvlist)
     }
+    #[cfg(test)]
     pub fn get_i32(&self, name: &str) -> Option<i32> {
         match self.get(name) {
             Some(Value::Int32(v)) => Some(*v),
@@ -364,6 +369,7 @@ impl NvList {
         }
     }
 
+    #[cfg(test)]
     pub fn remove(&mut self, name: &str) -> Option<Value> {
         let i = self.pairs.iter().position(|(n, _)| n == name)?;
         Some(self.pairs.remove(i).1)
@@ -406,6 +412,7 @@ impl NvList {
 
     // ------------------------------------------------------------------ decode
 
+    #[cfg(test)]
     /// Unpack either encoding, as `nvlist_unpack` does.
     pub fn unpack(buf: &[u8]) -> Result<NvList, NvError> {
         match buf.first() {
@@ -438,7 +445,9 @@ impl NvList {
         Ok(list)
     }
 
-    /// Unpack an XDR packed list (as found in vdev labels).
+    /// Unpack an XDR packed list (as found in vdev labels; the kernel never sends one to us, so
+    /// only the differential tests against libnvpair use it).
+    #[cfg(test)]
     pub fn from_xdr(buf: &[u8]) -> Result<NvList, NvError> {
         let mut r = Reader { buf, pos: 0 };
         let hdr = r.take(4)?;
@@ -581,15 +590,19 @@ impl<'a> Reader<'a> {
     fn le_u32(&mut self) -> Result<u32, NvError> {
         Ok(u32::from_le_bytes(self.arr()?))
     }
+    #[cfg(test)]
     fn be_i32(&mut self) -> Result<i32, NvError> {
         Ok(i32::from_be_bytes(self.arr()?))
     }
+    #[cfg(test)]
     fn be_u32(&mut self) -> Result<u32, NvError> {
         Ok(u32::from_be_bytes(self.arr()?))
     }
+    #[cfg(test)]
     fn be_u64(&mut self) -> Result<u64, NvError> {
         Ok(u64::from_be_bytes(self.arr()?))
     }
+    #[cfg(test)]
     fn remaining(&self) -> usize {
         self.buf.len().saturating_sub(self.pos)
     }
@@ -818,6 +831,7 @@ fn nvlist_image(img: &[u8], off: usize) -> Result<NvList, NvError> {
 
 // ---------------------------------------------------------------------- XDR decode
 
+#[cfg(test)]
 /// An XDR list: version (not checked by libnvpair, at any level), nvflag (kept as sent), pairs,
 /// and an 8-byte terminator.
 fn decode_xdr_list(r: &mut Reader<'_>, depth: usize) -> Result<NvList, NvError> {
@@ -867,11 +881,13 @@ fn decode_xdr_list(r: &mut Reader<'_>, depth: usize) -> Result<NvList, NvError> 
     }
 }
 
+#[cfg(test)]
 fn xdr_pad(r: &mut Reader<'_>, len: usize) -> Result<(), NvError> {
     let pad = (4 - len % 4) % 4;
     r.take(pad).map(|_| ())
 }
 
+#[cfg(test)]
 /// An XDR string of at most `max` bytes (the room left in the native pair, as libnvpair
 /// checks); returns it and its length in bytes. Like the C decoder, a NUL inside ends it.
 fn xdr_string(r: &mut Reader<'_>, max: usize, off: usize) -> Result<(String, usize), NvError> {
@@ -885,6 +901,7 @@ fn xdr_string(r: &mut Reader<'_>, max: usize, off: usize) -> Result<(String, usi
     Ok((lossy(b), b.len()))
 }
 
+#[cfg(test)]
 /// Read an XDR counted array of `n` elements of native size `native` and wire width `width`
 /// (4 or 8). Like libnvpair's `xdr_array`, the count may differ from `nelem` as long as it fits
 /// the pair's value region; missing elements read as 0 and extra ones are dropped.
@@ -918,6 +935,7 @@ fn xdr_array(
     Ok(out)
 }
 
+#[cfg(test)]
 /// The value of a pair with no elements (only flags and arrays can have none).
 fn empty_value(t: DataType) -> Value {
     match t {
@@ -938,6 +956,7 @@ fn empty_value(t: DataType) -> Value {
     }
 }
 
+#[cfg(test)]
 /// Decode an XDR value; returns it and its unpadded native size (from the raw string lengths,
 /// so that lossy UTF-8 conversion does not change the size check).
 fn decode_xdr_value(

@@ -245,6 +245,54 @@ impl LoopFs {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// One boot as the machine does it: `rollback` (ARGS, in the initrd), then `finish` (after
+    /// boot) with the same settings. Returns rollback's stdout.
+    pub fn boot(&mut self, args: &[&str]) -> String {
+        assert_eq!(args.first(), Some(&"rollback"), "boot() runs rollback");
+        let out = self.ok(args);
+        let mut f = vec!["finish", "--no-baseline"];
+        let mut it = args[1..].iter();
+        while let Some(a) = it.next() {
+            if *a == "--kernel-cmdline" {
+                it.next();
+                continue;
+            }
+            f.push(a);
+        }
+        self.ok(&f);
+        out
+    }
+
+    /// `check --json` parsed by python3 into (clean, [(name, kind)]), so tests read the state
+    /// the way every harness does.
+    pub fn check_json(&mut self, extra: &[&str]) -> (bool, Vec<(String, String)>) {
+        let mut args = vec!["check", "--json"];
+        args.extend_from_slice(extra);
+        let o = self.run(&args);
+        let js = String::from_utf8_lossy(&o.stdout).into_owned();
+        let py = Command::new("python3")
+            .arg("-c")
+            .arg("import json,sys; d=json.load(sys.stdin); print(d['clean']); [print(e['kind'], e['name']) for e in d['entries']]")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(js.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("python3");
+        assert!(py.status.success(), "check --json is not JSON: {js}");
+        let text = String::from_utf8_lossy(&py.stdout).into_owned();
+        let mut lines = text.lines();
+        let clean = lines.next() == Some("True");
+        let entries = lines
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, n)| (n.to_string(), k.to_string()))
+            .collect();
+        (clean, entries)
+    }
+
     /// Old roots (entries of @snapshots that are not dot-names), sorted.
     pub fn old_roots(&mut self) -> Vec<String> {
         self.ls("@snapshots")
