@@ -38,3 +38,8 @@ jcheck() {
   erjson "$tag" rc=$rc$meta < $o.out
   return $rc
 }
+
+# keep_of ARGS...: the retention option among a rollback's arguments (`finish` prunes, not `rollback`)
+keep_of() { while [ $# -gt 0 ]; do case "$1" in --keep) echo "--keep $2"; return;; --keep=*) echo "$1"; return;; esac; shift; done; }
+# is_dry ARGS...: a --dry-run among them
+is_dry() { for a in "$@"; do [ "$a" = --dry-run ] && return 0; done; return 1; }

@@ -5,8 +5,9 @@
 #                                 (EPHEMERAL_ROOT_FAULT_DELAY_MS=ertest.delay) for the harness to cut
 #   ertest.listall=1              ZFS: list every old root (default: the newest 3; each is a mount)
 # Every boot: check --json before the recovery (what the last cut left), `rollback` (the recovery), check
-# --json after it, the listings stage 2 prints in the full boots (root, top level, /persist, old roots),
-# then marker-N (+ etc/ertest-N) into the root and p-N into /persist, synced.
+# --json after it, `finish` (as the system's finish unit would), check --json again, the listings stage 2
+# prints in the full boots (root, top level, /persist, old roots), then marker-N (+ etc/ertest-N) into the
+# root and p-N into /persist, synced. Armed: the next boot's `rollback` and `finish`, slowed down.
 . /guest/common.sh
 fs=$(arg ertest.fs); devs=$(arg ertest.devs); boot=$(arg ertest.boot)
 arm=$(arg ertest.arm); delay=$(arg ertest.delay); listall=$(arg ertest.listall)
@@ -32,7 +33,8 @@ if [ "$boot" = 0 ]; then
   # a first rollback (on ZFS the root `zfs create` made is not one of ours: it is kept as an old root)
   if [ "$fs" = zfs ]; then zpool import -f -N -d /dev rpool || ok=; fi
   ephemeral-root $ER_ARGS rollback || ok=
-  jcheck post -- $ER_ARGS
+  ephemeral-root $ER_ARGS finish || ok=
+  jcheck final -- $ER_ARGS
   [ "$fs" = zfs ] && zpool export rpool
   if [ -n "$ok" ]; then out "setup ok"; else out "setup FAILED"; fi
   exit 0
@@ -44,6 +46,9 @@ fi
 jcheck pre -- $ER_ARGS
 ephemeral-root $ER_ARGS rollback; out "recovery rc=$?"
 jcheck post -- $ER_ARGS
+# what the system's ephemeral-root-finish.service does after boot
+ephemeral-root $ER_ARGS finish; out "finish rc=$?"
+jcheck final -- $ER_ARGS
 
 # the listings (same ERTEST lines as stage2-init prints in the full boots)
 case $fs in
@@ -86,9 +91,12 @@ esac
 sync
 out "done boot=$boot"
 if [ "$arm" = 1 ]; then
+  # the next boot's rollback, then its finish, both slowed down: the harness cuts the power somewhere in them
   out "armed"
-  EPHEMERAL_ROOT_FAULT_DELAY_MS=$delay ephemeral-root $ER_ARGS rollback
-  out "not-cut rc=$?"
+  EPHEMERAL_ROOT_FAULT_DELAY_MS=$delay ephemeral-root $ER_ARGS rollback; rc=$?
+  out "phase finish"
+  EPHEMERAL_ROOT_FAULT_DELAY_MS=$delay ephemeral-root $ER_ARGS finish
+  out "not-cut rc=$rc/$?"
 fi
 [ "$fs" = zfs ] && zpool export rpool
 exit 0

@@ -218,9 +218,13 @@ def check_state(c, b, n, keep=None, oldroots_exact=None, oldroots_range=None, fr
     c.completed (its markers are written). recent: only the markers of the last `recent` completed boots
     must be found (the guest listed only the newest old roots: listed_all=False)."""
     want = oldroots_range if oldroots_range is not None else oldroots_exact
-    c.expect_none(b, checks.clean_problems(b.json("post"), oldroots=want, fresh=fresh),
+    # after `rollback`: sound, the root fresh, the previous root (if it was worth keeping) waiting as
+    # .kept.<name> for `finish`; after `finish`: clean, with the old roots the scenario expects
+    c.expect_none(b, checks.clean_problems(b.json("post"), fresh=fresh, pending=3),
                   "boot %d: check --json after the rollback" % n)
-    j = b.json("post")["obj"]
+    c.expect_none(b, checks.clean_problems(b.json("final"), oldroots=want),
+                  "boot %d: check --json after finish" % n)
+    j = b.json("final")["obj"]
     olds = checks.old_roots(j)
     root, nondirs = b.list("root-files"), b.list("root-nondirs")
     c.expect(b, root is not None and nondirs is not None, "boot %d: no root listing" % n)

@@ -78,10 +78,10 @@ class LightMachine:
                        "ertest.boot=0"], "setup")
         check(b.has(r"ERTEST setup ok"), "%s: setup boot failed (see %s)" % (self.name, b.logfile))
         from . import checks
-        probs = checks.clean_problems(b.json("post"))
+        probs = checks.clean_problems(b.json("final"))
         check(not probs, "%s: setup boot: check --json: %s (see %s)" % (self.name, probs, b.logfile))
         # old roots before the first boot (ZFS keeps the root `zfs create` made: it has no fresh snapshot)
-        self.base = len(checks.old_roots(b.json("post")["obj"]))
+        self.base = len(checks.old_roots(b.json("final")["obj"]))
 
     def cycle(self, arm, label, delay_ms=150, kill=None, listall=False):
         self.boots += 1
@@ -96,6 +96,7 @@ class LightMachine:
         from .dracut import check_state
         c.expect(b, b.has(r"ERTEST recovery rc=0"), "boot %d: the recovery rollback failed: %s" % (
             n, (re.findall(r"ERTEST recovery rc=\S+|rollback FAILED.*", b.text) or ["no result"])[-1]))
+        c.expect(b, b.has(r"ERTEST finish rc=0"), "boot %d: finish failed" % n)
         c.expect(b, b.has(r"ERTEST done boot=%d" % n), "boot %d: did not write its markers" % n)
         listall = final or self.listed_all
         if self.fs.kind == "zfs":

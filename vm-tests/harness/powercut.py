@@ -25,13 +25,14 @@ from .core import WORK, check, log
 
 
 def step_of(line):
-    """'ephemeral-root: step 4/5: make old root 2026-...Z read-only ...' -> '4/5 make old root NAME read-only ...'"""
-    m = re.search(r"ephemeral-root: step (\d+)/(\d+): (.*)$", line)
+    """'ephemeral-root: step 4/5: move ... 2026-...Z' -> 'rollback 4/5 move ... NAME'; `finish N/M:` lines
+    (finish, or finish's work done by rollback) -> 'finish N/M ...'."""
+    m = re.search(r"ephemeral-root: (step|finish|gc) (\d+)/(\d+): (.*)$", line)
     if not m:
         return None
-    what = re.sub(r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ(-\d+)?", "NAME", m.group(3))
+    what = re.sub(r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ(-\d+)?", "NAME", m.group(4))
     what = re.sub(r"\.(retired-root|deleting|kept|incomplete)\.\S+", r".\1.X", what).strip()
-    return "%s/%s %s" % (m.group(1), m.group(2), what)
+    return "%s %s/%s %s" % ("rollback" if m.group(1) == "step" else m.group(1), m.group(2), m.group(3), what)
 
 
 def where_cut(b):
@@ -39,9 +40,14 @@ def where_cut(b):
     if b.kill_line is None:
         return "not cut"
     tail = b.lines[b.kill_line:]
-    if any(re.search(r"rollback finished in|ERTEST not-cut", l) for l in tail):
+    if any(re.search(r"ERTEST not-cut", l) for l in tail) or \
+            (not any("ERTEST phase finish" in l for l in tail) and any("rollback finished in" in l for l in tail)):
         return "after the rollback"
     steps = [s for s in (step_of(l) for l in tail) if s]
+    if any("ERTEST phase finish" in l for l in tail):  # the light guest's armed finish
+        fin = tail.index(next(l for l in tail if "ERTEST phase finish" in l))
+        steps = ["finish" + s[len("finish"):] if s.startswith("finish") else s
+                 for s in (step_of(l) for l in tail[fin:]) if s] or ["between rollback and finish"]
     return steps[-1] if steps else "before step 1"
 
 
@@ -92,7 +98,7 @@ def run_loop(c, driver, cuts, seed=None):
     if driver.light and cuts:
         left(cuts, last)
     c.stats.update(cuts=cuts, cuts_per_minute=round(rate, 2), steps=steps, left=states, seed=seed, detail=detail)
-    during = cuts - steps.get("after the rollback", 0) - steps.get("before step 1", 0)
+    during = cuts - steps.get("after the rollback", 0) - steps.get("before step 1", 0)  # finish counts too
     c.note("%d cuts (%.2f per minute): %d during the rollback; by step: %s; left on disk: %s" % (
         cuts, rate, during, steps, states))
     check(during >= cuts // 2, "%s: only %d of %d cuts landed during the rollback" % (c.name, during, cuts))
@@ -173,7 +179,7 @@ class LightCuts:
         b = self.m.cycle(arm=True, delay_ms=self.delay_ms, label="calibrate")
         self.m.check(c, b, n, oldroots=len(c.completed))
         t = [float(l.split()[0]) for l in open(b.logfile).read().splitlines()[1:]
-             if re.search(r"ERTEST armed|ERTEST not-cut", l)]
+             if re.search(r"ERTEST armed|ERTEST not-cut", l)]  # the armed rollback and finish together
         check(len(t) == 2, "%s: calibration boot did not finish its armed rollback (see %s)" % (c.name, b.logfile))
         return max(0.3, 0.95 * (t[1] - t[0]))
 

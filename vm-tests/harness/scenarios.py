@@ -88,7 +88,7 @@ def sc_cmdline(c, fs):
     c.expect(b, not b.has(r"ephemeral-root: step \d+/\d+: "), "skip boot: the rollback ran steps")
     root = b.list("root-files") or set()
     c.expect(b, "marker-2" in root and "etc" in root, "skip boot: root was not kept (%s)" % sorted(root))
-    c.expect_none(b, checks.clean_problems(b.json("post"), oldroots=1), "skip boot: check --json (1 old root, as before)")
+    c.expect_none(b, checks.clean_problems(b.json("final"), oldroots=1), "skip boot: check --json (1 old root, as before)")
     check_kernel_lines(c, b)
     c.completed.append(3)
     # boot 4: restore the old root that holds marker-1
@@ -97,7 +97,7 @@ def sc_cmdline(c, fs):
     b = m.boot(extra=["rd.ephemeral_root.restore=" + src[0]])
     c.expect(b, b.completed and b.has(r"rollback finished in \d+ ms"), "restore boot did not complete")
     check_order(c, b)
-    c.expect_none(b, checks.clean_problems(b.json("post"), oldroots=2), "restore boot: check --json")
+    c.expect_none(b, checks.clean_problems(b.json("final"), oldroots=2), "restore boot: check --json after finish")
     root = b.list("root-files") or set()
     c.expect(b, markers(root) == {"marker-1"}, "restore boot: root holds %s, want marker-1 only" % sorted(markers(root)))
     c.expect(b, src[0] in b.oldroots and b.oldroots[src[0]]["ro"] == "yes", "restore boot: the source old root changed")
