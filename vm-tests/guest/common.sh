@@ -43,3 +43,5 @@ jcheck() {
 keep_of() { while [ $# -gt 0 ]; do case "$1" in --keep) echo "--keep $2"; return;; --keep=*) echo "$1"; return;; esac; shift; done; }
 # is_dry ARGS...: a --dry-run among them
 is_dry() { for a in "$@"; do [ "$a" = --dry-run ] && return 0; done; return 1; }
+# blank_of ARGS...: the --blank option among a rollback's arguments (check --json must know the template)
+blank_of() { while [ $# -gt 0 ]; do case "$1" in --blank) echo "--blank $2"; return;; --blank=*) echo "$1"; return;; esac; shift; done; }

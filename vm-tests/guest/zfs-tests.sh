@@ -22,14 +22,14 @@ OUT=/tmp/out
 NJ=0
 # After every successful rollback: `finish` (what the system's finish unit does after boot: seal the kept
 # root, prune; here without the baseline), then check --json must call the state clean (the harness asserts it).
-autocheck() { NJ=$((NJ + 1)); jcheck "auto-$NJ-$(echo "$T" | tr '/' '_')" -- --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots"; }
+autocheck() { NJ=$((NJ + 1)); jcheck "auto-$NJ-$(echo "$T" | tr '/' '_')" -- --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" "$@"; }
 ER() {
   ephemeral-root --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" "$@" >$OUT 2>&1; rc=$?; cat $OUT >> /tmp/all.log
   if [ $rc -eq 0 ] && [ "$1" = rollback ] && ! is_dry "$@"; then
     ephemeral-root --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" finish --no-baseline $(keep_of "$@") >/tmp/fin 2>&1 \
       || fail "finish after rollback ($T)" "$(tail -2 /tmp/fin | tr '\n' ' ')"
     cat /tmp/fin >> /tmp/all.log
-    autocheck; rc=0
+    autocheck $(blank_of "$@"); rc=0
   fi
   return $rc
 }
@@ -37,7 +37,7 @@ ERE() { # ER with environment (finish with the baseline: its fault points too)
   e=$1; shift; env "$e" ephemeral-root --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" "$@" >$OUT 2>&1; rc=$?
   if [ $rc -eq 0 ] && [ "$1" = rollback ] && ! is_dry "$@"; then
     env "$e" ephemeral-root --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" finish $(keep_of "$@") >>$OUT 2>&1; rc=$?
-    [ $rc -eq 0 ] && autocheck && rc=0
+    [ $rc -eq 0 ] && autocheck $(blank_of "$@") && rc=0
   fi
   cat $OUT >> /tmp/all.log
   return $rc
