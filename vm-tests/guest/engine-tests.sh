@@ -118,6 +118,8 @@ if want basic; then
   [ "$(nolds)" = 2 ] && [ "$(r @snapshots/$O2/etc/boot2.conf)" = boot2 ] && ! ex @snapshots/$O2/etc/boot1.conf && ! ex @snapshots/$O2.nested && ! ex @root/etc/boot2.conf \
     && pass basic-second-rollback || fail basic-second-rollback "olds $(olds | tr '\n' ' ')"
   ER rollback && [ "$(nolds)" = 2 ] && log_has "unchanged since it was created" && pass basic-fresh-root-not-kept || fail basic-fresh-root-not-kept "$(nolds) $(tail -3 $OUT)"
+  # the same after a baseline of the fresh root (the finish unit takes one at every boot)
+  ER baseline; ER rollback && [ "$(nolds)" = 2 ] && log_has "unchanged since it was created" && pass basic-fresh-root-with-baseline-not-kept || fail basic-fresh-root-with-baseline-not-kept "$(nolds) $(tail -3 $OUT)"
   ER list --json; J=$(cat $OUT)
   echo "$J" | grep -q "\"name\":\"$O1\"" && echo "$J" | grep -q "\"name\":\"$O2\"" && [ "$(echo "$J" | grep -o '"newest":true' | wc -l)" = 1 ] \
     && echo "$J" | grep -q '"nested":\["var/lib/machines","var/lib/machines/inner"\]' && echo "$J" | grep -q '"readonly":true' \

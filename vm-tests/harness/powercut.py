@@ -30,7 +30,7 @@ def step_of(line):
     m = re.search(r"ephemeral-root: (step|finish|gc) (\d+)/(\d+): (.*)$", line)
     if not m:
         return None
-    what = re.sub(r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ(-\d+)?", "NAME", m.group(4))
+    what = re.sub(r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ(-\d+)?", "NAME", m.group(4)).split(",")[0]
     what = re.sub(r"\.(retired-root|deleting|kept|incomplete)\.\S+", r".\1.X", what).strip()
     return "%s %s/%s %s" % ("rollback" if m.group(1) == "step" else m.group(1), m.group(2), m.group(3), what)
 
