@@ -3,7 +3,7 @@
 //! set up `@root` with nested subvolumes and check the results (busybox knows nothing of bcachefs,
 //! and Debian no longer ships bcachefs-tools). Built with plain rustc for x86_64-unknown-linux-musl.
 //!
-//!   bchtool create PATH            new empty subvolume
+//!   bchtool create PATH...         new empty subvolume(s)
 //!   bchtool snap [-r] SRC DST      snapshot (read-only with -r)
 //!   bchtool destroy PATH           destroy a subvolume (one attempt, prints errno on failure)
 //!   bchtool subvol PATH            print stx_subvol
@@ -103,8 +103,10 @@ fn main() {
     let s = |i: usize| a.get(i).cloned().unwrap_or_else(|| die("missing argument".into()));
     match a.first().map(|x| x.as_str()) {
         Some("create") => {
-            let e = sv(0, &CString::new(s(1)).unwrap(), None);
-            if e != 0 { die(format!("create {}: errno {e}", s(1))) }
+            for p in a.iter().skip(1) {
+                let e = sv(0, &CString::new(p.as_str()).unwrap(), None);
+                if e != 0 { die(format!("create {p}: errno {e}")) }
+            }
         }
         Some("snap") => {
             let (ro, i) = if s(1) == "-r" { (true, 2) } else { (false, 1) };

@@ -1,12 +1,13 @@
 #!/bin/sh
-# In-VM tests of the ZFS backend (see README.md). zpool/zfs are test scaffolding: they create the
-# layout and check results; ephemeral-root itself only talks to /dev/zfs.
-# Prints "PASS name" / "FAIL name: reason" and a final "N passed, M failed" line.
-SUITE=$(sed -n 's/.*zt\.suite=\([^ ]*\).*/\1/p' /proc/cmdline)
-ONLY=$(sed -n 's/.*zt\.only=\([^ ]*\).*/\1/p' /proc/cmdline)
-BOOT=$(sed -n 's/.*zt\.boot=\([^ ]*\).*/\1/p' /proc/cmdline)
-LAST=$(sed -n 's/.*zt\.last=\([^ ]*\).*/\1/p' /proc/cmdline)
-SCEN=$(sed -n 's/.*zt\.scen=\([^ ]*\).*/\1/p' /proc/cmdline)    # crash scenarios to run (default ABCDE)
+# The ZFS suite (vm-tests/README.md, "Scenarios"), in the small guest (harness/suites.py). zpool/zfs are
+# test scaffolding: they create the layout and check results; ephemeral-root itself only talks to /dev/zfs.
+# Prints "PASS name" / "FAIL name: reason" and a final "N passed, M failed" line; every state check goes
+# through `ephemeral-root check --json` (jc: an ERJSON block the harness asserts on, checks.py), and so does
+# the state after every successful `rollback` (ER). (The power cuts are guest/cycle.sh's.)
+#   zt.only=REGEX (test groups)  zt.part=K/N (crash points with index % N == K)  zt.scen=ABCDE
+. /guest/common.sh
+ONLY=$(arg zt.only)
+SCEN=$(arg zt.scen)    # crash scenarios to run (default ABCDE)
 [ -n "$SCEN" ] || SCEN=ABCDE
 sc() { case "$SCEN" in *"$1"*) return 0;; esac; return 1; }
 PART=$(sed -n 's/.*zt\.part=\([^ ]*\).*/\1/p' /proc/cmdline)   # K/N: crash points with index % N == K
@@ -18,8 +19,32 @@ fail() { echo "FAIL $1: $2"; F=$((F+1)); }
 want() { [ -z "$ONLY" ] || echo "$1" | grep -qE "$ONLY"; }
 now() { cut -d' ' -f1 /proc/uptime; }
 OUT=/tmp/out
-ER() { ephemeral-root --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" "$@" >$OUT 2>&1; rc=$?; cat $OUT >> /tmp/all.log; return $rc; }
-ERE() { e=$1; shift; env "$e" ephemeral-root --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" "$@" >$OUT 2>&1; rc=$?; cat $OUT >> /tmp/all.log; return $rc; }
+NJ=0
+# After every successful rollback: `finish` (what the system's finish unit does after boot: seal the kept
+# root, prune; here without the baseline), then check --json must call the state clean (the harness asserts it).
+autocheck() { NJ=$((NJ + 1)); jcheck "auto-$NJ-$(echo "$T" | tr '/' '_')" -- --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" "$@"; }
+ER() {
+  ephemeral-root --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" "$@" >$OUT 2>&1; rc=$?; cat $OUT >> /tmp/all.log
+  if [ $rc -eq 0 ] && [ "$1" = rollback ] && ! is_dry "$@"; then
+    ephemeral-root --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" finish --no-baseline $(keep_of "$@") >/tmp/fin 2>&1 \
+      || fail "finish after rollback ($T)" "$(tail -2 /tmp/fin | tr '\n' ' ')"
+    cat /tmp/fin >> /tmp/all.log
+    autocheck $(blank_of "$@"); rc=0
+  fi
+  return $rc
+}
+ERE() { # ER with environment (finish without the baseline: on ZFS a baseline of the fresh root makes the
+  # next rollback keep that root again; "layout" checks that once, instead of every crash scenario)
+  e=$1; shift; env "$e" ephemeral-root --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" "$@" >$OUT 2>&1; rc=$?
+  if [ $rc -eq 0 ] && [ "$1" = rollback ] && ! is_dry "$@"; then
+    env "$e" ephemeral-root --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" finish --no-baseline $(keep_of "$@") >>$OUT 2>&1; rc=$?
+    [ $rc -eq 0 ] && autocheck $(blank_of "$@") && rc=0
+  fi
+  cat $OUT >> /tmp/all.log
+  return $rc
+}
+# jc TAG WANT [KEY=VALUE...]: check --json of this layout, with WANT old roots (- for any)
+jc() { local t=$1 w=$2; shift 2; jcheck "$(echo "$t" | tr ' /:' '___')" want=$w "$@" -- --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots"; }
 last() { tr '\n' ' ' < $OUT | tail -c 400; }
 S() { echo "$T/local/old-roots"; }
 # File helpers; DS is relative to $T.
@@ -30,7 +55,6 @@ lsd() { mount -t zfs -o ro "$T/$1" /tmp/m || { echo "(cannot mount $T/$1)"; retu
 gp() { zfs get -Hp -o value "$1" "$2" 2>/dev/null; }
 olds() { zfs list -H -o name -d 1 "$(S)" 2>/dev/null | sed "s|^$(S)||; s|^/||" | grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}-[0-9]{2}-[0-9]{2}Z(-[0-9]+)?$'; }
 nolds() { olds | wc -l | tr -d ' '; }
-dots() { zfs list -H -o name -d 1 "$(S)" 2>/dev/null | sed "s|^$(S)||; s|^/||" | grep '^\.' | grep -v '^\.template$'; }
 newest() { olds | sort | tail -n1; }
 holding() { for o in $(olds); do ex "local/old-roots/$o" "$1" && echo "$o"; done; }
 snapshot_state() { zfs list -H -o name -t all -r "$T" | sort; }
@@ -45,11 +69,17 @@ fill_now() {
   zfs create -o mountpoint=legacy "$T/local/root/machines" && zfs create "$T/local/root/machines/inner" &&
     w local/root/machines/inner data "inner now"
 }
-# inv CTX TOTAL MARKER [OLDROOT:FILE...]: one root (fresh, empty, writable), no leftovers, TOTAL old
-# roots, MARKER in exactly one, every old-root dataset readonly=on canmount=noauto, survivors intact,
-# persisted data intact, no stray datasets.
+# inv CTX TOTAL MARKER [OLDROOT:FILE...]: one root (fresh, empty, writable), no leftovers and TOTAL old
+# roots (check --json, asserted by the harness), MARKER in exactly one, every old-root dataset readonly=on
+# canmount=noauto, survivors intact, persisted data intact, no stray datasets.
 inv() {
-  ctx=$1; total=$2; marker=$3; shift 3; e=""
+  ctx=$1; total=$2; marker=$3; shift 3
+  jc "$ctx" "$total"
+  e=$(inv_problems "$total" "$marker" "$@")
+  if [ -z "$e" ]; then pass "$ctx"; else fail "$ctx" "$e"; fi
+}
+inv_problems() { # inv_problems TOTAL MARKER [OLDROOT:FILE...]: what is wrong (nothing: all well)
+  total=$1; marker=$2; shift 2; e=""
   if zfs list "$T/local/root" >/dev/null 2>&1; then
     [ -z "$(lsd local/root)" ] || e="$e root not empty ($(lsd local/root | tr '\n' ' '));"
     [ "$(gp readonly "$T/local/root")" = 0 ] || [ "$(gp readonly "$T/local/root")" = off ] || e="$e root readonly;"
@@ -59,7 +89,6 @@ inv() {
   else
     e="$e root missing;"
   fi
-  d=$(dots | tr '\n' ' '); [ -z "$d" ] || e="$e leftovers $d;"
   n=$(nolds); [ "$n" = "$total" ] || e="$e $n old roots, want $total ($(olds | tr '\n' ' '));"
   if [ -n "$marker" ]; then
     h=$(holding "$marker" | wc -l | tr -d ' '); [ "$h" = 1 ] || e="$e $marker in $h old roots;"
@@ -73,7 +102,7 @@ inv() {
   [ "$(r safe/persist keep-me)" = persisted ] || e="$e persisted data lost;"
   stray=$(zfs list -H -o name -r "$T" | grep -v -E "^$T(/local(/root|/old-roots(/.*)?)?|/safe(/persist)?)?$" | tr '\n' ' ')
   [ -z "$stray" ] || e="$e stray datasets $stray;"
-  if [ -z "$e" ]; then pass "$ctx"; else fail "$ctx" "$e"; fi
+  echo "$e"
 }
 HIT=" "
 rf() { # rf POINT ARGS...: run with a fault; an abort there is expected, anything else must succeed
@@ -97,47 +126,6 @@ create_pool() {
     { fail "zpool create" "$(cat /tmp/cr)"; summary; exit 0; }
   echo "TIME zpool-create $(now) (from $t)"
 }
-
-# =============================================================================================
-if [ "$SUITE" = powercut ]; then
-  T=rpool
-  if [ "$BOOT" = 0 ]; then
-    create_pool
-    zfs create -p -o canmount=off rpool/local && zfs create -o mountpoint=legacy rpool/local/root &&
-      zfs snapshot rpool/local/root@blank && zfs create -p -o mountpoint=legacy rpool/safe/persist &&
-      w safe/persist keep-me persisted && w local/root boot-0 0 && w safe/persist p-0 0 &&
-      pass "powercut: layout" || fail "powercut: layout" "setup failed"
-    sync; zpool export rpool
-    summary; exit 0
-  fi
-  import_pool || { fail "powercut boot $BOOT: import" "$(cat /tmp/imp)"; summary; exit 0; }
-  # What the previous (cut) boot left: show it, then recover the way the next initrd would.
-  echo "STATE before recovery: $(zfs list -H -o name -r rpool/local | tr '\n' ' ')"
-  ER rollback --keep all
-  if [ $rc -eq 0 ]; then pass "powercut boot $BOOT: recovery rollback"; else fail "powercut boot $BOOT: recovery rollback" "rc $rc: $(last)"; fi
-  grep 'step ' $OUT | sed 's/^/  recovery: /'
-  e=""
-  for j in $(seq 0 $((BOOT - 1))); do
-    h=$(holding "boot-$j" | wc -l | tr -d ' ')
-    [ "$h" = 1 ] || e="$e boot-$j in $h old roots;"
-    [ "$(r safe/persist p-$j)" = "$j" ] || e="$e persisted p-$j lost;"
-  done
-  if [ -z "$e" ]; then pass "powercut boot $BOOT: every earlier root kept exactly once"; else fail "powercut boot $BOOT: old roots" "$e"; fi
-  inv "powercut boot $BOOT: invariants" "$BOOT" ""
-  if [ "$BOOT" -lt "$LAST" ]; then
-    w local/root boot-$BOOT "$BOOT"; w safe/persist p-$BOOT "$BOOT"; sync
-    summary
-    echo "ARMED $(now)"
-    ERE EPHEMERAL_ROOT_FAULT_DELAY_MS=400 rollback --keep all
-    cat $OUT
-    echo "NOT-CUT: the rollback finished before the power cut (rc $rc)"
-    zpool export rpool
-  else
-    summary
-    zpool export rpool
-  fi
-  exit 0
-fi
 
 # =============================================================================================
 create_pool
@@ -188,6 +176,17 @@ if want layout; then
   inv "layout invariants" 3 marker-2
   # A fresh root is not kept again.
   ER rollback --keep all; [ $rc -eq 0 ] && [ "$(nolds)" = 3 ] && grep -q "unchanged since it was created" $OUT && pass "fresh root: nothing to keep" || fail "fresh root" "rc $rc $(nolds) $(last)"
+
+fi
+
+# A fresh root after `finish` took its baseline (as the finish unit does at every boot): nobody wrote to the
+# root, so it is still fresh and must not be kept a second time (btrfs and bcachefs do not keep it).
+if want freshbaseline; then
+  layout fb; w local/root etc/x x; ER rollback --keep all; ER rollback --keep all
+  n=$(nolds); ER baseline
+  ER rollback --keep all; [ $rc -eq 0 ] && [ "$(nolds)" = "$n" ] && grep -q "unchanged since it was created" $OUT \
+    && pass "fresh root with a baseline: nothing to keep" || fail "fresh root with a baseline" "kept again: $n -> $(nolds) old roots"
+  zfs destroy -R "$T" >/dev/null 2>&1; T=rpool
 fi
 
 if want list; then
@@ -205,7 +204,7 @@ if want pin; then
   ER gc --keep 1
   left=$(olds | tr '\n' ' ')
   [ $rc -eq 0 ] && [ "$(nolds)" = 2 ] && echo "$left" | grep -q "$o1" && pass "gc keeps the pinned and the newest ($left)" || fail "gc" "rc $rc left $left: $(last)"
-  [ -z "$(dots)" ] && pass "gc leaves nothing behind" || fail "gc leftovers" "$(dots)"
+  jc "gc leaves nothing behind" 2
   ER unpin "$o1"; [ $rc -eq 0 ] && [ "$(zfs get -H -o value ephemeral-root:pinned "$(S)/$o1")" = - ] && pass "unpin" || fail "unpin" "$(last)"
   ER gc --keep 1; [ $rc -eq 0 ] && [ "$(nolds)" = 1 ] && ! olds | grep -q "$o1" && pass "gc prunes it once unpinned" || fail "gc unpinned" "$(olds | tr '\n' ' ') $(last)"
 fi
@@ -269,7 +268,8 @@ if want restore; then
   # Prune everything, including the restore source (origin of the current root): promote + destroy.
   w local/root etc/x y; ER rollback --keep all
   ER gc --keep 1
-  [ $rc -eq 0 ] && [ "$(nolds)" = 1 ] && [ -z "$(dots)" ] && pass "gc prunes the origin of a restored root (promote)" || fail "gc origin" "rc $rc $(olds | tr '\n' ' ') $(last)"
+  jc "gc prunes the origin" 1
+  [ $rc -eq 0 ] && [ "$(nolds)" = 1 ] && pass "gc prunes the origin of a restored root (promote)" || fail "gc origin" "rc $rc $(olds | tr '\n' ' ') $(last)"
   inv "restore invariants" 1 etc/x
 fi
 
@@ -425,7 +425,7 @@ if want crash; then
     [ "$(r local/root/srv x)" = x ] || e="$e child not restored;"
     ex local/root etc/now.conf && e="$e now.conf still in root;"
     [ "$(nolds)" = 2 ] || e="$e $(nolds) old roots;"
-    [ -z "$(dots)" ] || e="$e leftovers $(dots | tr '\n' ' ');"
+    jc "D restore fault $p then $q" 2
     [ "$(holding etc/now.conf | wc -l | tr -d ' ')" = 1 ] || e="$e now.conf in $(holding etc/now.conf | wc -l) old roots;"
     [ "$(r "local/old-roots/$e1/srv" x)" = x ] || e="$e source lost its child;"
     if [ -z "$e" ]; then pass "D restore fault $p then $q"; else fail "D restore fault $p then $q" "$e"; fi
@@ -456,6 +456,42 @@ if want crash; then
   zfs destroy -r rpool/cC >/dev/null 2>&1; zfs destroy -r rpool/cD >/dev/null 2>&1; zfs destroy -r rpool/cE >/dev/null 2>&1
 fi
 
+# --- harness self-test: every check reports its planted violation -------------------------------
+# On the real pool: plant one violation at a time, then the check must name it (jc ... expect=REGEX: the
+# harness fails if check --json calls that state clean; inv_problems: the shell-side invariants).
+if want selftest; then
+  layout selft; w local/root etc/s s; ER rollback --keep all; o1=$(olds)
+  jc selftest-control 1
+  [ -z "$(inv_problems 1 etc/s)" ] && pass selftest-control-inv || fail selftest-control-inv "$(inv_problems 1 etc/s)"
+  expect_inv() { # expect_inv NAME WORDS TOTAL MARKER: inv_problems must report WORDS
+    n=$1; words=$2; shift 2
+    inv_problems "$@" | grep -q -- "$words" && pass "selftest-inv-$n" || fail "selftest-inv-$n" "not reported: $words"
+  }
+  zfs create "$(S)/.kept.x"; jc selftest-kept-leftover 1 'expect=\.kept\.x'; zfs destroy "$(S)/.kept.x"
+  zfs create "$(S)/.incomplete.2000-01-01T00-00-00Z"; jc selftest-incomplete 1 'expect=leftover_entry'
+  zfs destroy "$(S)/.incomplete.2000-01-01T00-00-00Z"
+  zfs create "$(S)/notes"; jc selftest-foreign 1 'expect=foreign_entry_notes'; zfs destroy "$(S)/notes"
+  zfs set readonly=off "$(S)/$o1"; jc selftest-writable-old-root 1 "expect=old_root_${o1}_writable"
+  expect_inv writable readonly=off 1 etc/s; zfs set readonly=on "$(S)/$o1"
+  zfs snapshot "$(S)/$o1@dup" && zfs clone -o readonly=on -o canmount=noauto "$(S)/$o1@dup" "$(S)/2000-01-01T00-00-00Z"
+  jc selftest-duplicated-old-root 1 'expect=2_old_roots,_want_1'; expect_inv duplicated "etc/s in 2 old roots" 2 etc/s
+  zfs destroy "$(S)/2000-01-01T00-00-00Z"; zfs destroy "$(S)/$o1@dup"
+  zfs rename "$(S)/$o1" "$T/aside"; jc selftest-lost-old-root 1 'expect=0_old_roots,_want_1'
+  expect_inv lost "etc/s in 0 old roots" 0 etc/s; zfs rename "$T/aside" "$(S)/$o1"
+  zfs rename "$T/local/root" "$T/local/away"; jc selftest-root-missing - 'expect=root_\S+_missing'
+  expect_inv root-missing "root missing" 1 etc/s; zfs rename "$T/local/away" "$T/local/root"
+  mount -t zfs "$T/safe/persist" /tmp/m && mv /tmp/m/keep-me /tmp/keep-me && umount /tmp/m
+  expect_inv persist-lost "persisted data lost" 1 etc/s
+  mount -t zfs "$T/safe/persist" /tmp/m && mv /tmp/keep-me /tmp/m/keep-me && umount /tmp/m
+  zfs create -o mountpoint=legacy "$T/local/root2"; expect_inv second-root "stray datasets $T/local/root2" 1 etc/s
+  zfs destroy "$T/local/root2"
+  w local/root stale x; jc selftest-root-not-fresh - fresh=1 'expect=not_fresh'
+  expect_inv not-fresh "root not empty" 1 etc/s
+  jc selftest-control-after 1
+  zfs destroy -R "$T" >/dev/null 2>&1; T=rpool
+fi
+
 grep -h "rollback finished in" /tmp/all.log 2>/dev/null | awk '{for (i=1;i<=NF;i++) if ($i=="in") {s+=$(i+1); n++}} END {if (n) printf "TIME rollback: %d runs, mean %.0f ms\n", n, s/n}'
+echo "ERTEST jchecks=$ERJ_N"
 summary
 zpool export rpool >/dev/null 2>&1
