@@ -493,7 +493,7 @@ mod tests {
             assert_eq!(s.label, "nixos", "{file}");
             assert_eq!(
                 (s.member, s.nr_devices, s.version),
-                (*idx, *nr, *version),
+                (u64::from(*idx), *nr, *version),
                 "{file}"
             );
             let got: Vec<String> = s.members.iter().map(format_uuid).collect();
@@ -627,6 +627,8 @@ mod tests {
             label: "nixos".into(),
             nr_devices: nr,
             member,
+            version: 0,
+            members: Vec::new(),
         };
         let d = |n: &str, s: Super| (n.to_string(), s);
         // One filesystem on one device; one on two (members 1 and 2): fine.
