@@ -12,6 +12,8 @@ mod clock;
 mod cmdline;
 mod config;
 #[cfg(feature = "tools")]
+mod copy;
+#[cfg(feature = "tools")]
 mod diff;
 mod engine;
 mod error;
