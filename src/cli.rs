@@ -24,6 +24,9 @@ pub enum Command {
         path: PathBuf,
     },
     Status,
+    /// `persist PATH…`: paths on the running system, bytes.
+    #[cfg(feature = "tools")]
+    Persist(Vec<PathBuf>),
     Help,
     Version,
     /// Hidden: list fault-injection points (tests).
@@ -50,10 +53,19 @@ pub struct Cli {
     pub keep_privileges: bool,
     /// Seconds to wait for another writer's lock on the filesystem (see src/lock.rs).
     pub lock_wait: Option<u64>,
+    /// persist: copy only what the store lacks (see src/persist/mod.rs).
+    #[cfg(feature = "tools")]
+    pub merge: bool,
+    /// persist: bind-mount the copy over the path now.
+    #[cfg(feature = "tools")]
+    pub bind: bool,
     pub verbosity: i32,
 }
 
-pub const USAGE: &str = "\
+// The help text; `persist` and its options only in the full build (the initrd build must not grow).
+macro_rules! usage_head {
+    () => {
+        "\
 usage: ephemeral-root [OPTIONS] COMMAND [ARGS] [OPTIONS]
 
 commands:
@@ -71,7 +83,23 @@ commands:
   restore OLD_ROOT PATH copy PATH back from an old root (--to DEST, --force,
                         --replace-type, --keep-privileges)
   status                root age, old roots, free space, last rollback (--prometheus)
-
+"
+    };
+}
+#[cfg(feature = "tools")]
+macro_rules! usage_persist {
+    () => {
+        "\
+  persist PATH...       copy PATH from the root into the persistent store (--store DIR, default
+                        `store =` of the config) and print the configuration lines to add
+                        (--dry-run; --merge: copy only what the store lacks, never overwrite;
+                        --bind: bind-mount the copy over PATH now)
+"
+    };
+}
+macro_rules! usage_tail {
+    () => {
+        "
 options:
   --config PATH         config file (default /etc/ephemeral-root.conf)
   --device DEV          block device, UUID=… or LABEL=… (not needed for zfs)
@@ -88,7 +116,13 @@ options:
                         filesystem (default 120; 0 refuses at once)
   --dry-run  --json  --nix  --prometheus  --force  --to DEST  --no-baseline
   -v, --verbose  -q, --quiet  -h, --help  -V, --version
-";
+"
+    };
+}
+#[cfg(feature = "tools")]
+pub const USAGE: &str = concat!(usage_head!(), usage_persist!(), usage_tail!());
+#[cfg(not(feature = "tools"))]
+pub const USAGE: &str = concat!(usage_head!(), usage_tail!());
 
 fn usage_err(msg: impl Into<String>) -> Error {
     Error::Usage(format!("{}; see `ephemeral-root --help`", msg.into()))
@@ -134,6 +168,15 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                 let k = k.to_string();
                 key_value(&k, &mut p, &mut cli.settings)?
             }
+            #[cfg(feature = "tools")]
+            Long(k @ "store") => {
+                let k = k.to_string();
+                key_value(&k, &mut p, &mut cli.settings)?
+            }
+            #[cfg(feature = "tools")]
+            Long("merge") => cli.merge = true,
+            #[cfg(feature = "tools")]
+            Long("bind") => cli.bind = true,
             Long("config") => cli.config = Some(PathBuf::from(p.value().map_err(lexopt_err)?)),
             Long("kernel-cmdline") => {
                 cli.kernel_cmdline = Some(p.value().map_err(lexopt_err)?.into_vec())
@@ -189,6 +232,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                     "version",
                 ];
                 let hint = crate::config::suggest(other, &known)
+                    .or_else(|| {
+                        cfg!(feature = "tools")
+                            .then(|| crate::config::suggest(other, &["store", "merge", "bind"]))
+                            .flatten()
+                    })
                     .map(|s| format!(" (did you mean --{s}?)"))
                     .unwrap_or_default();
                 return Err(usage_err(format!(
@@ -250,6 +298,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
             }
         }
         b"status" => want(0..=0, "no arguments").map(|_| Command::Status)?,
+        #[cfg(feature = "tools")]
+        b"persist" => {
+            want(1..=usize::MAX, "one or more PATHs")?;
+            Command::Persist(rest.iter().map(PathBuf::from).collect())
+        }
         b"help" => Command::Help,
         b"version" => Command::Version,
         b"fault-points" => Command::FaultPoints,
@@ -260,6 +313,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                 "restore", "status", "help",
             ];
             let hint = crate::config::suggest(other, &cmds)
+                .or_else(|| {
+                    cfg!(feature = "tools")
+                        .then(|| crate::config::suggest(other, &["persist"]))
+                        .flatten()
+                })
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
             return Err(usage_err(format!("unknown command `{other}`{hint}")));

@@ -86,6 +86,8 @@ pub struct Summary {
     pub dirs: u64,
     pub links: u64,
     pub bytes: u64,
+    /// Of `bytes`, how many were reflinked (shared with the source, no data written).
+    pub reflinked: u64,
     /// Extended attributes the destination refused: (path, name, error), shown.
     pub xattr_failures: Vec<(String, String, String)>,
     pub skipped: Vec<String>,
@@ -101,6 +103,7 @@ impl Summary {
         self.dirs += o.dirs;
         self.links += o.links;
         self.bytes += o.bytes;
+        self.reflinked += o.reflinked;
         self.xattr_failures.extend(o.xattr_failures);
         self.skipped.extend(o.skipped);
         self.stripped.extend(o.stripped);
@@ -366,6 +369,35 @@ impl<'r> DirPath<'r> {
         }
         Ok(())
     }
+}
+
+/// `lstat` of `rel` (a relative path, bytes) below `base`, its directories opened without
+/// following a symlink or climbing out (mounts are crossed, as on the source side of a copy):
+/// `Ok(None)` when it does not exist.
+pub fn lstat_beneath(base: BorrowedFd<'_>, rel: &[u8]) -> rustix::io::Result<Option<Statx>> {
+    let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&b""[..], rel),
+    };
+    let pdir = match open_dir_at(
+        base,
+        os(if parent.is_empty() { b"." } else { parent }),
+        SRC_HOW,
+    ) {
+        Ok(d) => d,
+        Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match sx(pdir.as_fd(), os(name)) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Open directory `rel` below `base` as the source side of a copy does (no symlink, no `..`).
+pub fn open_dir_beneath(base: BorrowedFd<'_>, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
+    open_dir_at(base, os(if rel.is_empty() { b"." } else { rel }), SRC_HOW)
 }
 
 /// Open `comps` below `root` (several components per `openat2`, none a symlink).
@@ -884,6 +916,12 @@ impl Here<'_> {
 }
 
 impl<'a> Copier<'a> {
+    /// Forget the tree copied last (hard links are only found inside one copied tree).
+    fn next_tree(&mut self) {
+        self.links.clear();
+        self.arena.clear();
+    }
+
     fn new(opts: &'a Opts) -> Copier<'a> {
         Copier {
             opts,
@@ -1024,6 +1062,7 @@ impl<'a> Copier<'a> {
     /// (`SEEK_DATA`/`SEEK_HOLE`), so holes stay holes.
     fn copy_data(&mut self, src: &OwnedFd, dst: &OwnedFd, size: u64, here: &Here) -> Result<u64> {
         if size > 0 && rustix::fs::ioctl_ficlone(dst, src).is_ok() {
+            self.summary.reflinked += size;
             return Ok(size);
         }
         let mut off = 0u64;
@@ -1691,6 +1730,391 @@ pub fn copy_into(
         Err(_) => parent.undo(),
     }
     result
+}
+
+// ------------------------------------------------------------------------------------------------
+// Merging: copy only what the destination lacks
+
+/// What [`merge_into`] did.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// What was copied (every missing entry with everything below it).
+    pub copied: Summary,
+    /// Missing entries copied (each with everything below it).
+    pub added: u64,
+    /// Entries present on both sides with the same content, left as they are.
+    pub same: u64,
+    /// Entries present on both sides that differ, left as they are: (shown path, how).
+    pub conflicts: Vec<(String, String)>,
+}
+
+/// How the non-directory entries `a` (source) and `b` (destination) differ, if they do: kind;
+/// size and content for files (read and compared, never trusted to size and times); target for
+/// symlinks; device number for devices. Owner, mode, times and extended attributes are not
+/// compared.
+fn leaf_difference(
+    sdir: BorrowedFd<'_>,
+    a: &Statx,
+    ddir: BorrowedFd<'_>,
+    b: &Statx,
+    name: &OsStr,
+    buf: &mut Vec<u8>,
+) -> rustix::io::Result<Option<String>> {
+    let (ka, kb) = (a.stx_mode as u32 & S_IFMT, b.stx_mode as u32 & S_IFMT);
+    if ka != kb {
+        return Ok(Some(format!(
+            "{} on the source, {} in the destination",
+            kind_name(ka),
+            kind_name(kb)
+        )));
+    }
+    match ka {
+        S_IFDIR => Ok(None),
+        S_IFREG => {
+            if a.stx_size != b.stx_size {
+                return Ok(Some(format!(
+                    "different size ({} bytes on the source, {} in the destination)",
+                    a.stx_size, b.stx_size
+                )));
+            }
+            let open = |d: BorrowedFd<'_>| {
+                rustix::fs::openat(
+                    d,
+                    name,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+            };
+            let (fa, fb) = (open(sdir)?, open(ddir)?);
+            const HALF: usize = 1 << 19;
+            buf.resize(2 * HALF, 0);
+            let (ba, bb) = buf.split_at_mut(HALF);
+            let mut off = 0u64;
+            loop {
+                if interrupt::caught().is_some() {
+                    return Err(Errno::INTR);
+                }
+                let n = rustix::io::pread(&fa, &mut ba[..], off)?;
+                if n == 0 {
+                    // Grown on the destination side meanwhile?
+                    let m = rustix::io::pread(&fb, &mut bb[..1], off)?;
+                    return Ok((m != 0).then(|| "different content".to_string()));
+                }
+                let mut got = 0;
+                while got < n {
+                    let m = rustix::io::pread(&fb, &mut bb[got..n], off + got as u64)?;
+                    if m == 0 {
+                        return Ok(Some("different content".into()));
+                    }
+                    got += m;
+                }
+                if ba[..n] != bb[..n] {
+                    return Ok(Some("different content".into()));
+                }
+                off += n as u64;
+            }
+        }
+        S_IFLNK => {
+            let ta = rustix::fs::readlinkat(sdir, name, Vec::new())?;
+            let tb = rustix::fs::readlinkat(ddir, name, Vec::new())?;
+            Ok((ta != tb).then(|| {
+                format!(
+                    "symlink to {} on the source, to {} in the destination",
+                    cut(ta.as_bytes()),
+                    cut(tb.as_bytes())
+                )
+            }))
+        }
+        _ => Ok(
+            ((a.stx_rdev_major, a.stx_rdev_minor) != (b.stx_rdev_major, b.stx_rdev_minor))
+                .then(|| "different device number".to_string()),
+        ),
+    }
+}
+
+/// `persist --merge`: copy into the existing `dest` whatever `rel` (below `base`) holds that
+/// `dest` lacks, and nothing else.
+///
+/// - A missing entry is copied whole (with everything below it, kept as [`copy_into`] keeps it)
+///   under a temporary name in its destination directory; after the walk, one `syncfs`, then each
+///   copy gets its name with `RENAME_NOREPLACE` (an entry that appeared meanwhile is a conflict,
+///   and the copy is removed).
+/// - A directory present on both sides is merged the same way, recursively; its own owner, mode,
+///   times and attributes are left as the destination has them.
+/// - Nothing present in the destination is replaced, changed or removed. A non-directory present
+///   on both sides is compared ([`leaf_difference`]): the same content counts as `same`, any
+///   difference (kind, content, symlink target, device number) is a conflict, listed and left.
+/// - The destination side never crosses a mount: a mount point in the destination is a conflict
+///   and is not entered.
+/// - On an error or a signal, every copy made so far that has not got its name is removed;
+///   renames done before it stay (each is complete).
+///
+/// Hard links are kept inside each missing subtree copied; links between separately copied
+/// entries become separate files. If `dest` does not exist, this is [`copy_into`].
+pub fn merge_into(
+    base: &OwnedFd,
+    src: Src,
+    rel: &[u8],
+    dest: &Dest<'_>,
+    opts: &Opts,
+    mountinfo: &[MountInfo],
+) -> Result<Merged> {
+    let shown_src = format!("/{}", cut(rel));
+    let (sdir, name, st) = open_source(base, src, rel)?;
+    let shown_dest = cut(&dest.abs);
+    let (cmd, done) = src.verb();
+    let mut parent = open_parent(dest, None)?;
+    let pdir = parent
+        .path
+        .cur()
+        .ctx(|| "reopen the destination's directory")?;
+    let dname = dest.name.as_os_str();
+    let ex = match sx(pdir, dname) {
+        Ok(e) => e,
+        Err(Errno::NOENT) => {
+            drop(parent);
+            let copied = copy_into(base, src, rel, dest, opts, mountinfo)?;
+            return Ok(Merged {
+                copied,
+                added: 1,
+                ..Default::default()
+            });
+        }
+        Err(e) => return Err(Error::sys(format!("lstat {shown_dest}"), e)),
+    };
+    let pm = mount_id(pdir, "the destination's directory")?;
+    if ex.stx_mnt_id != pm {
+        return Err(Error::Refused(format!(
+            "{shown_dest} is a mount point; merging never writes across a mount (unmount it first)"
+        )));
+    }
+    let mut out = Merged::default();
+    let mut buf = Vec::new();
+    if ex.stx_mode as u32 & S_IFMT != S_IFDIR || st.stx_mode as u32 & S_IFMT != S_IFDIR {
+        match leaf_difference(sdir.as_fd(), &st, pdir, &ex, os(&name), &mut buf) {
+            Ok(None) => out.same += 1,
+            Ok(Some(d)) => out.conflicts.push((shown_src, d)),
+            Err(e) => {
+                return Err(Error::sys(
+                    format!("compare {shown_src} with {shown_dest}"),
+                    e,
+                ))
+            }
+        }
+        return Ok(out);
+    }
+    let creator = me().ok_or_else(|| {
+        Error::Other("cannot read this process's start time or the boot id from /proc".into())
+    })?;
+    let s0 = open_dir_at(sdir.as_fd(), os(&name), SRC_HOW)
+        .map_err(|e| Error::sys(format!("open {shown_src}"), e))?;
+    let d0 = open_dir_at(pdir, dname, DST_HOW)
+        .map_err(|e| Error::sys(format!("open {shown_dest}"), e))?;
+    let mut srcp = DirPath::new(sdir.as_fd(), SRC_HOW);
+    let mut dstp = DirPath::new(pdir, DST_HOW);
+    let names = read_names(s0.as_fd()).map_err(|e| Error::sys(format!("read {shown_src}"), e))?;
+    srcp.push(OsString::from_vec(name.clone()), s0)
+        .map_err(|e| Error::sys(format!("stat {shown_src}"), e))?;
+    dstp.push(dname.to_os_string(), d0)
+        .map_err(|e| Error::sys(format!("stat {shown_dest}"), e))?;
+    let mut frames: Vec<Vec<OsString>> = vec![names];
+    // Copies waiting for their names: (directory below `pdir`, temporary name, name).
+    let mut staged: Vec<(Vec<OsString>, OsString, OsString)> = Vec::new();
+    let mut c = Copier::new(opts);
+    let abs_dir = match dest.abs.iter().rposition(|&b| b == b'/') {
+        Some(i) => dest.abs[..i].to_vec(),
+        None => b".".to_vec(),
+    };
+    // Where an entry is, for messages: the source path below `rel`.
+    let shown = |dirs: &[OsString], n: &OsStr| {
+        let mut v = vec![b'/'];
+        v.extend_from_slice(rel);
+        for d in dirs.iter().skip(1) {
+            v.push(b'/');
+            v.extend_from_slice(d.as_bytes());
+        }
+        v.push(b'/');
+        v.extend_from_slice(n.as_bytes());
+        cut(&v)
+    };
+    let reopen = |e: Errno| {
+        match e {
+        Errno::STALE => Error::Other(format!(
+            "a directory of {shown_src} or {shown_dest} was replaced while merging; nothing more was put in place"
+        )),
+        e => Error::sys("reopen a directory while merging", e),
+    }
+    };
+    let mut stale_checked: std::collections::HashSet<Vec<OsString>> = Default::default();
+    let walked = (|| -> Result<()> {
+        while let Some(names) = frames.last_mut() {
+            check_interrupt()?;
+            match names.pop() {
+                Some(n) => {
+                    srcp.ready().map_err(reopen)?;
+                    dstp.ready().map_err(reopen)?;
+                    let sfd = srcp.fd().map_err(reopen)?;
+                    let dfd = dstp.fd().map_err(reopen)?;
+                    let sst = match sx(sfd, &n) {
+                        Ok(s) => s,
+                        Err(Errno::NOENT) => continue,
+                        Err(e) => {
+                            return Err(Error::sys(format!("lstat {}", shown(&srcp.names, &n)), e))
+                        }
+                    };
+                    let dst = match sx(dfd, &n) {
+                        Ok(d) => Some(d),
+                        Err(Errno::NOENT) => None,
+                        Err(e) => {
+                            return Err(Error::sys(
+                                format!("lstat the store's copy of {}", shown(&srcp.names, &n)),
+                                e,
+                            ))
+                        }
+                    };
+                    let Some(dst) = dst else {
+                        if stale_checked.insert(dstp.names.clone()) {
+                            let mut here = abs_dir.clone();
+                            for d in &dstp.names {
+                                here.push(b'/');
+                                here.extend_from_slice(d.as_bytes());
+                            }
+                            remove_stale(dfd, &here, &mut out.copied);
+                        }
+                        let tmp = tmp_name(n.as_bytes(), &creator);
+                        c.next_tree();
+                        let prefix = shown(&srcp.names, &n);
+                        // Recorded before the copy, so a failure removes the partial copy too.
+                        staged.push((dstp.names.clone(), tmp.clone(), n.clone()));
+                        c.copy_tree(sfd, &n, &sst, dfd, &tmp, &prefix)?;
+                        out.added += 1;
+                        continue;
+                    };
+                    if dst.stx_mnt_id != pm {
+                        out.conflicts.push((
+                            shown(&srcp.names, &n),
+                            "a mount point in the destination (not entered)".into(),
+                        ));
+                        continue;
+                    }
+                    let both_dirs = sst.stx_mode as u32 & S_IFMT == S_IFDIR
+                        && dst.stx_mode as u32 & S_IFMT == S_IFDIR;
+                    if !both_dirs {
+                        match leaf_difference(sfd, &sst, dfd, &dst, &n, &mut buf) {
+                            Ok(None) => out.same += 1,
+                            Ok(Some(d)) => out.conflicts.push((shown(&srcp.names, &n), d)),
+                            Err(Errno::INTR) => check_interrupt()?,
+                            Err(Errno::NOENT) => {}
+                            Err(e) => {
+                                return Err(Error::sys(
+                                    format!("compare {}", shown(&srcp.names, &n)),
+                                    e,
+                                ))
+                            }
+                        }
+                        continue;
+                    }
+                    let here = shown(&srcp.names, &n);
+                    let s = open_dir_at(sfd, &n, SRC_HOW)
+                        .map_err(|e| Error::sys(format!("open {here}"), e))?;
+                    let d = match open_dir_at(dfd, &n, DST_HOW) {
+                        Ok(d) => d,
+                        Err(Errno::XDEV) => {
+                            out.conflicts.push((
+                                here,
+                                "a mount point in the destination (not entered)".into(),
+                            ));
+                            continue;
+                        }
+                        Err(e) => {
+                            return Err(Error::sys(format!("open the store's copy of {here}"), e))
+                        }
+                    };
+                    let kids =
+                        read_names(s.as_fd()).map_err(|e| Error::sys(format!("read {here}"), e))?;
+                    srcp.push(n.clone(), s)
+                        .map_err(|e| Error::sys(format!("stat {here}"), e))?;
+                    dstp.push(n, d)
+                        .map_err(|e| Error::sys(format!("stat the store's copy of {here}"), e))?;
+                    frames.push(kids);
+                }
+                None => {
+                    frames.pop();
+                    srcp.pop();
+                    dstp.pop();
+                }
+            }
+        }
+        Ok(())
+    })();
+    // Remove every staged copy that has not got its name (after a failure: all of them).
+    let discard = |staged: &[(Vec<OsString>, OsString, OsString)]| {
+        for (dirs, tmp, _) in staged {
+            if let Ok(d) = open_path(pdir, dirs, DST_HOW) {
+                if let Err(stop) = remove_tree(d.as_fd(), tmp, false) {
+                    log::error!(
+                        "{}",
+                        removal_error("a partial copy", &cut(tmp.as_bytes()), stop)
+                    );
+                }
+            }
+        }
+    };
+    if let Err(e) = walked.and_then(|()| check_interrupt()) {
+        discard(&staged);
+        return Err(match interrupt::caught() {
+            Some(s) => Error::Other(format!(
+                "{cmd} --merge interrupted by {s}: the partial copies were removed; nothing was {done} to {shown_dest}"
+            )),
+            None => e,
+        });
+    }
+    fault_point("restore:copied");
+    if let Err(e) = rustix::fs::syncfs(pdir) {
+        discard(&staged);
+        return Err(Error::sys(
+            format!("syncfs the filesystem of {shown_dest}"),
+            e,
+        ));
+    }
+    let mut renamed_dirs: std::collections::HashSet<Vec<OsString>> = Default::default();
+    for (i, (dirs, tmp, n)) in staged.iter().enumerate() {
+        let d = match open_path(pdir, dirs, DST_HOW) {
+            Ok(d) => d,
+            Err(e) => {
+                discard(&staged[i..]);
+                return Err(Error::sys("reopen a directory of the destination", e));
+            }
+        };
+        match rustix::fs::renameat_with(&d, tmp, &d, n, RenameFlags::NOREPLACE) {
+            Ok(()) => {
+                renamed_dirs.insert(dirs.clone());
+            }
+            Err(Errno::EXIST) => {
+                let _ = remove_tree(d.as_fd(), tmp, false);
+                let mut v = dirs.clone();
+                v.push(n.clone());
+                out.conflicts.push((
+                    format!("{}/{}", shown_dest, cut(&join(&v[1..]))),
+                    "appeared in the destination while copying (the copy was discarded)".into(),
+                ));
+            }
+            Err(e) => {
+                discard(&staged[i..]);
+                return Err(Error::sys(
+                    format!("rename a copy into place in {shown_dest}"),
+                    e,
+                ));
+            }
+        }
+    }
+    for dirs in renamed_dirs {
+        if let Ok(d) = open_path(pdir, &dirs, DST_HOW) {
+            let _ = rustix::fs::fsync(&d);
+        }
+    }
+    out.copied.add(c.summary);
+    Ok(out)
 }
 
 fn tmp_abs(abs_dir: &[u8], tmp: &OsStr) -> Vec<u8> {

@@ -65,6 +65,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         #[cfg(feature = "tools")]
         Command::Status => crate::status::run(&cli, &s),
+        #[cfg(feature = "tools")]
+        Command::Persist(paths) => crate::persist::run(&cli, &s, &paths),
         #[cfg(not(feature = "tools"))]
         Command::Diff(_) | Command::Restore { .. } | Command::Status => Err(Error::Usage(
             "this is the initrd build of ephemeral-root (rollback, finish, check, list, gc, pin); use the full tool installed in the system".into(),

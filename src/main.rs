@@ -27,6 +27,8 @@ mod layout;
 mod lock;
 mod logger;
 mod mounts;
+#[cfg(feature = "tools")]
+mod persist;
 mod probe;
 mod protocol;
 #[cfg(feature = "tools")]

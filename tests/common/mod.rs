@@ -5,6 +5,9 @@
 //! return early; CI never sets it.
 #![allow(dead_code)]
 
+pub mod sys;
+pub mod tree;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
