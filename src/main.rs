@@ -29,6 +29,8 @@ mod logger;
 mod mounts;
 #[cfg(feature = "tools")]
 mod persist;
+#[cfg(feature = "tools")]
+mod persisted;
 mod probe;
 mod protocol;
 #[cfg(feature = "tools")]

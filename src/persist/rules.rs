@@ -7,10 +7,7 @@ use crate::diff::output::nix_string;
 use crate::escape::cut;
 use crate::timefmt::human_bytes;
 
-/// `p` is `q` or below it (paths as bytes, absolute, normalized).
-pub fn under(p: &[u8], q: &[u8]) -> bool {
-    p == q || (p.len() > q.len() && p.starts_with(q) && (q == b"/" || p[q.len()] == b'/'))
-}
+pub use crate::persisted::classify::under;
 
 /// A PATH argument: absolute, normalized (`//` and a trailing `/` dropped), without `.`, `..` or
 /// NUL, not `/`, and neither inside the store nor holding it.
