@@ -28,6 +28,9 @@ pub enum Command {
     Lost,
     /// Over the old roots: what kept changing outside persistence (`--since`).
     Report,
+    /// `persist PATH…`: paths on the running system, bytes.
+    #[cfg(feature = "tools")]
+    Persist(Vec<PathBuf>),
     Help,
     Version,
     /// Hidden: list fault-injection points (tests).
@@ -54,6 +57,12 @@ pub struct Cli {
     pub keep_privileges: bool,
     /// Seconds to wait for another writer's lock on the filesystem (see src/lock.rs).
     pub lock_wait: Option<u64>,
+    /// persist: copy only what the store lacks (see src/persist/mod.rs).
+    #[cfg(feature = "tools")]
+    pub merge: bool,
+    /// persist: bind-mount the copy over the path now.
+    #[cfg(feature = "tools")]
+    pub bind: bool,
     pub verbosity: i32,
     /// lost: the boot (journalctl -b), and a journal file to read instead (tests; hidden).
     pub boot: Option<String>,
@@ -62,7 +71,10 @@ pub struct Cli {
     pub since: Option<String>,
 }
 
-pub const USAGE: &str = "\
+// The help text; `persist` and its options only in the full build (the initrd build must not grow).
+macro_rules! usage_head {
+    () => {
+        "\
 usage: ephemeral-root [OPTIONS] COMMAND [ARGS] [OPTIONS]
 
 commands:
@@ -84,7 +96,23 @@ commands:
                         restore and persistence lines that fix it (--boot N, --json)
   report                audit rollout: what kept changing outside persistence from boot
                         to boot, and whether the host is ready for wipe (--since DATE, --json)
-
+"
+    };
+}
+#[cfg(feature = "tools")]
+macro_rules! usage_persist {
+    () => {
+        "\
+  persist PATH...       copy PATH from the root into the persistent store (--store DIR, default
+                        `store =` of the config) and print the configuration lines to add
+                        (--dry-run; --merge: copy only what the store lacks, never overwrite;
+                        --bind: bind-mount the copy over PATH now)
+"
+    };
+}
+macro_rules! usage_tail {
+    () => {
+        "
 options:
   --config PATH         config file (default /etc/ephemeral-root.conf)
   --device DEV          block device, UUID=… or LABEL=… (not needed for zfs)
@@ -101,7 +129,13 @@ options:
                         filesystem (default 120; 0 refuses at once)
   --dry-run  --json  --nix  --prometheus  --force  --to DEST  --no-baseline
   -v, --verbose  -q, --quiet  -h, --help  -V, --version
-";
+"
+    };
+}
+#[cfg(feature = "tools")]
+pub const USAGE: &str = concat!(usage_head!(), usage_persist!(), usage_tail!());
+#[cfg(not(feature = "tools"))]
+pub const USAGE: &str = concat!(usage_head!(), usage_tail!());
 
 fn usage_err(msg: impl Into<String>) -> Error {
     Error::Usage(format!("{}; see `ephemeral-root --help`", msg.into()))
@@ -147,6 +181,15 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                 let k = k.to_string();
                 key_value(&k, &mut p, &mut cli.settings)?
             }
+            #[cfg(feature = "tools")]
+            Long(k @ "store") => {
+                let k = k.to_string();
+                key_value(&k, &mut p, &mut cli.settings)?
+            }
+            #[cfg(feature = "tools")]
+            Long("merge") => cli.merge = true,
+            #[cfg(feature = "tools")]
+            Long("bind") => cli.bind = true,
             Long("config") => cli.config = Some(PathBuf::from(p.value().map_err(lexopt_err)?)),
             Long("kernel-cmdline") => {
                 cli.kernel_cmdline = Some(p.value().map_err(lexopt_err)?.into_vec())
@@ -223,6 +266,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                     "version",
                 ];
                 let hint = crate::config::suggest(other, &known)
+                    .or_else(|| {
+                        cfg!(feature = "tools")
+                            .then(|| crate::config::suggest(other, &["store", "merge", "bind"]))
+                            .flatten()
+                    })
                     .map(|s| format!(" (did you mean --{s}?)"))
                     .unwrap_or_default();
                 return Err(usage_err(format!(
@@ -286,6 +334,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
         b"status" => want(0..=0, "no arguments").map(|_| Command::Status)?,
         b"lost" => want(0..=0, "no arguments").map(|_| Command::Lost)?,
         b"report" => want(0..=0, "no arguments").map(|_| Command::Report)?,
+        #[cfg(feature = "tools")]
+        b"persist" => {
+            want(1..=usize::MAX, "one or more PATHs")?;
+            Command::Persist(rest.iter().map(PathBuf::from).collect())
+        }
         b"help" => Command::Help,
         b"version" => Command::Version,
         b"fault-points" => Command::FaultPoints,
@@ -296,6 +349,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                 "restore", "status", "lost", "report", "help",
             ];
             let hint = crate::config::suggest(other, &cmds)
+                .or_else(|| {
+                    cfg!(feature = "tools")
+                        .then(|| crate::config::suggest(other, &["persist"]))
+                        .flatten()
+                })
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
             return Err(usage_err(format!("unknown command `{other}`{hint}")));

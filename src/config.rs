@@ -68,6 +68,43 @@ impl fmt::Display for Mode {
     }
 }
 
+/// How `persist` prints the configuration lines (key `persist_format`): the module the person
+/// declares persisted paths with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PersistFormat {
+    /// nix-community/impermanence: `environment.persistence."<store>".directories/files`.
+    #[default]
+    Impermanence,
+    /// nix-community/preservation: `preservation.preserveAt."<store>".directories/files`.
+    Preservation,
+    /// Plain bind mounts: `fileSystems."<path>" = { device = "<store><path>"; options = [ "bind" ]; }`.
+    Fstab,
+}
+
+impl PersistFormat {
+    pub fn parse(s: &str) -> Result<PersistFormat, String> {
+        match s {
+            "impermanence" => Ok(PersistFormat::Impermanence),
+            "preservation" => Ok(PersistFormat::Preservation),
+            "fstab" => Ok(PersistFormat::Fstab),
+            _ => Err(format!(
+                "unknown persist_format {}: use impermanence, preservation or fstab",
+                escape::quoted(s.as_bytes())
+            )),
+        }
+    }
+}
+
+impl fmt::Display for PersistFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PersistFormat::Impermanence => "impermanence",
+            PersistFormat::Preservation => "preservation",
+            PersistFormat::Fstab => "fstab",
+        })
+    }
+}
+
 /// Settings as given (file or command line), before defaults. `None` = not given.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Partial {
@@ -81,29 +118,42 @@ pub struct Partial {
     /// Paths are bytes (a persisted path need not be UTF-8).
     pub persist: Option<Vec<Vec<u8>>>,
     pub timezone: Option<i64>,
+    /// The persistent store as seen from the running system (`/persist`), bytes.
+    pub store: Option<Vec<u8>>,
+    /// Paths whose absence from the store is an error (bytes).
+    pub critical: Option<Vec<Vec<u8>>>,
+    pub persist_format: Option<PersistFormat>,
 }
 
 /// Keys that may be given more than once (their values add up).
-pub const REPEATABLE: &[&str] = &["persist"];
+pub const REPEATABLE: &[&str] = &["persist", "critical"];
 
 /// Apply one `key = value` to a partial config. The error is about the value only. Values are
-/// bytes: `persist` takes any bytes but NUL; every other key needs UTF-8.
+/// bytes: `persist`, `critical` and `store` take any bytes but NUL; every other key needs UTF-8.
 pub fn apply_key(p: &mut Partial, key: &str, value: &[u8]) -> Result<(), KeyError> {
-    if key == "persist" {
-        let list = p.persist.get_or_insert_with(Vec::new);
+    if key == "store" {
+        p.store = Some(store_path(value)?);
+        return Ok(());
+    }
+    if key == "persist" || key == "critical" {
+        let (list, what) = if key == "persist" {
+            (p.persist.get_or_insert_with(Vec::new), "persistent")
+        } else {
+            (p.critical.get_or_insert_with(Vec::new), "critical")
+        };
         for w in value
             .split(|b| b.is_ascii_whitespace())
             .filter(|w| !w.is_empty())
         {
             if !w.starts_with(b"/") {
                 return Err(KeyError::Value(format!(
-                    "persistent path {} is not absolute; write it as it appears on the running system, e.g. /var/lib/nixos",
+                    "{what} path {} is not absolute; write it as it appears on the running system, e.g. /var/lib/nixos",
                     escape::quoted(w)
                 )));
             }
             if w.contains(&0) {
                 return Err(KeyError::Value(format!(
-                    "persistent path {} contains a NUL byte",
+                    "{what} path {} contains a NUL byte",
                     escape::quoted(w)
                 )));
             }
@@ -136,9 +186,39 @@ pub fn apply_key(p: &mut Partial, key: &str, value: &[u8]) -> Result<(), KeyErro
         "keep" => p.keep = Some(Policy::parse(value).map_err(KeyError::Value)?),
         "mode" => p.mode = Some(Mode::parse(value).map_err(KeyError::Value)?),
         "timezone" => p.timezone = Some(parse_utc_offset(value).map_err(KeyError::Value)?),
+        "persist_format" => {
+            p.persist_format = Some(PersistFormat::parse(value).map_err(KeyError::Value)?)
+        }
         _ => return Err(KeyError::UnknownKey),
     }
     Ok(())
+}
+
+/// The store's path: absolute, without `.`, `..` or NUL, not `/` itself; repeated and trailing
+/// slashes dropped.
+fn store_path(v: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let q = escape::quoted(v);
+    if !v.starts_with(b"/") || v.contains(&0) {
+        return Err(KeyError::Value(format!(
+            "store {q} must be an absolute path as seen from the running system, e.g. /persist"
+        )));
+    }
+    let mut out = Vec::new();
+    for c in v.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        if c == b"." || c == b".." {
+            return Err(KeyError::Value(format!(
+                "store {q} must be a plain path (no `.` or `..`)"
+            )));
+        }
+        out.push(b'/');
+        out.extend_from_slice(c);
+    }
+    if out.is_empty() {
+        return Err(KeyError::Value(
+            "store \"/\" is the root itself; name the persistent store, e.g. /persist".into(),
+        ));
+    }
+    Ok(out)
 }
 
 /// A subvolume/dataset name must be relative to the filesystem and not climb out of it.
@@ -187,6 +267,9 @@ pub const KEYS: &[&str] = &[
     "mode",
     "persist",
     "timezone",
+    "store",
+    "critical",
+    "persist_format",
 ];
 
 /// Parse config file text (bytes). `origin` names the file in messages. A key given twice is an
@@ -319,6 +402,9 @@ pub struct Settings {
     pub persist: Vec<Vec<u8>>,
     pub timezone: i64,
     pub config_file: Option<PathBuf>,
+    pub store: Option<Vec<u8>>,
+    pub critical: Vec<Vec<u8>>,
+    pub persist_format: PersistFormat,
 }
 
 /// Merge: command line (`cli`) wins over file (`file`), then defaults.
@@ -339,6 +425,12 @@ pub fn merge(cli: Partial, file: Partial, config_file: Option<PathBuf>) -> Setti
         persist: cli.persist.or(file.persist).unwrap_or_default(),
         timezone: cli.timezone.or(file.timezone).unwrap_or(0),
         config_file,
+        store: cli.store.or(file.store),
+        critical: cli.critical.or(file.critical).unwrap_or_default(),
+        persist_format: cli
+            .persist_format
+            .or(file.persist_format)
+            .unwrap_or_default(),
     }
 }
 
@@ -397,6 +489,45 @@ mod tests {
             ])
         );
         assert_eq!(p.timezone, Some(3600));
+    }
+
+    #[test]
+    fn store_critical_and_format() {
+        let p = parse(
+            "store = //persist//state/\ncritical = /boot/keyfile /etc/ssh/ssh_host_ed25519_key\ncritical = /var/lib/secrets/k\npersist_format = preservation\n",
+        )
+        .unwrap();
+        assert_eq!(p.store.as_deref(), Some(&b"/persist/state"[..]));
+        assert_eq!(p.critical.as_ref().map(|c| c.len()), Some(3));
+        assert_eq!(p.persist_format, Some(PersistFormat::Preservation));
+        let s = merge(Partial::default(), p, None);
+        assert_eq!(s.persist_format, PersistFormat::Preservation);
+        let d = merge(Partial::default(), Partial::default(), None);
+        assert_eq!(d.persist_format, PersistFormat::Impermanence);
+        assert_eq!(d.store, None);
+        // Bytes are kept.
+        let p = parse_file(b"store = /persist/\xff\n", Path::new("/x")).unwrap();
+        assert_eq!(p.store.as_deref(), Some(&b"/persist/\xff"[..]));
+        for (text, want) in [
+            (
+                "store = persist\n",
+                "key `store`: store \"persist\" must be an absolute path",
+            ),
+            ("store = /\n", "is the root itself"),
+            ("store = /persist/../etc\n", "must be a plain path"),
+            ("store = /a\nstore = /b\n", "key `store` is given again"),
+            (
+                "critical = boot/key\n",
+                "critical path \"boot/key\" is not absolute",
+            ),
+            (
+                "persist_format = nixos\n",
+                "unknown persist_format \"nixos\"",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 
     #[test]
@@ -494,6 +625,9 @@ mod tests {
             format!("timezone = {big}\n"),
             format!("root = ../{big}\n"),
             format!("persist = {big}\n"),
+            format!("store = {big}\n"),
+            format!("critical = {big}\n"),
+            format!("persist_format = {big}\n"),
             format!("{big} = 1\n"),
             format!("{big}\n"),
         ] {

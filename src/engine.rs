@@ -69,6 +69,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Lost => crate::lost::run(&cli, &s),
         #[cfg(feature = "tools")]
         Command::Report => crate::report::run(&cli, &s),
+        #[cfg(feature = "tools")]
+        Command::Persist(paths) => crate::persist::run(&cli, &s, &paths),
         #[cfg(not(feature = "tools"))]
         Command::Diff(_)
         | Command::Restore { .. }
@@ -416,7 +418,7 @@ fn list(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
 }
 
 /// `check --json`: the one definition of what is on disk, for every harness.
-fn check_json(st: &State, problems: &[String]) -> String {
+fn check_json(st: &State, problems: &[String], extra: Option<(&'static str, String)>) -> String {
     let entries: Vec<String> = st
         .entries
         .iter()
@@ -443,7 +445,7 @@ fn check_json(st: &State, problems: &[String]) -> String {
         ]),
         None => json::object(&[("present", "false".into()), ("fresh", "null".into())]),
     };
-    json::object(&[
+    let mut fields = vec![
         ("clean", (st.clean() && problems.is_empty()).to_string()),
         ("filesystem", json::string(&st.fs)),
         ("snapshots", json::string(&st.snapshots)),
@@ -453,11 +455,23 @@ fn check_json(st: &State, problems: &[String]) -> String {
             "problems",
             json::array(&problems.iter().map(|p| json::string(p)).collect::<Vec<_>>()),
         ),
-    ])
+    ];
+    fields.extend(extra);
+    json::object(&fields)
 }
 
 fn check(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
-    let (b, mut st) = protocol::open_detailed(s, now)?;
+    #[allow(unused_mut)]
+    let (mut b, mut st) = protocol::open_detailed(s, now)?;
+    // The persistence checks (full build): hidden, missing and stray state before the reboot.
+    #[cfg(feature = "tools")]
+    let found = if st.root.is_some() {
+        crate::persisted::gather(b.as_mut(), s)
+    } else {
+        None
+    };
+    #[cfg(not(feature = "tools"))]
+    let found: Option<()> = None;
     b.close()?;
     let mut problems = st.problems();
     let mounted = st.root.as_mut().and_then(|r| r.facts.mounted_at.take());
@@ -469,7 +483,13 @@ fn check(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
         }
     }
     if cli.json {
-        println!("{}", check_json(&st, &problems));
+        #[cfg(feature = "tools")]
+        let extra = found
+            .as_ref()
+            .map(|f| ("persistence", crate::persisted::output::json(f)));
+        #[cfg(not(feature = "tools"))]
+        let extra = None;
+        println!("{}", check_json(&st, &problems, extra));
     } else {
         println!(
             "config file:  {}",
@@ -516,6 +536,10 @@ fn check(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
         for p in &problems {
             println!("problem: {p}");
         }
+        #[cfg(feature = "tools")]
+        if let Some(f) = &found {
+            print!("{}", crate::persisted::output::human(f));
+        }
     }
     if !problems.is_empty() {
         return Err(Error::Other(format!(
@@ -523,6 +547,14 @@ fn check(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
             problems.len()
         )));
     }
+    #[cfg(feature = "tools")]
+    if let Some(n) = found.as_ref().map(|f| f.errors()).filter(|n| *n > 0) {
+        return Err(Error::Other(format!(
+            "check: {n} critical persisted file(s) would be lost at the next boot (listed above as errors)"
+        )));
+    }
+    #[cfg(not(feature = "tools"))]
+    let _ = found;
     if !cli.json {
         if st.clean() {
             println!("check: ok");

@@ -12,6 +12,8 @@ mod clock;
 mod cmdline;
 mod config;
 #[cfg(feature = "tools")]
+mod copy;
+#[cfg(feature = "tools")]
 mod diff;
 mod engine;
 mod error;
@@ -27,6 +29,10 @@ mod logger;
 #[cfg(feature = "tools")]
 mod lost;
 mod mounts;
+#[cfg(feature = "tools")]
+mod persist;
+#[cfg(feature = "tools")]
+mod persisted;
 mod probe;
 mod protocol;
 #[cfg(feature = "tools")]

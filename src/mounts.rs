@@ -76,6 +76,8 @@ pub fn root_is_tmpfs(mi: &[MountInfo]) -> bool {
 /// One line of /proc/self/mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountInfo {
+    /// The mount id (`statx` `STATX_MNT_ID` reports the same number).
+    pub id: u64,
     pub major: u32,
     pub minor: u32,
     /// Path inside the filesystem that is the root of this mount (btrfs: `/@root`).
@@ -107,6 +109,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
             let r: Vec<&str> = right.split(' ').collect();
             let (maj, min) = l.get(2)?.split_once(':')?;
             Some(MountInfo {
+                id: l.first()?.parse().ok()?,
                 major: maj.parse().ok()?,
                 minor: min.parse().ok()?,
                 root: unescape(l.get(3)?),
@@ -190,6 +193,7 @@ bogus line
         let m = parse_mountinfo(SAMPLE);
         assert_eq!(m.len(), 5);
         assert_eq!(m[1].root, "/@root");
+        assert_eq!((m[1].id, m[2].id), (36, 37));
         assert_eq!(m[1].super_opt("subvolid"), Some("256"));
         assert_eq!(m[4].mount_point, "/mnt/with space");
     }

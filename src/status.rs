@@ -31,6 +31,9 @@ pub struct Status {
     pub unpersisted: Option<(u64, u64)>,
     /// Branches of the root the count could not look into (too deep, unreadable).
     pub unpersisted_incomplete: Option<u64>,
+    /// Hidden, missing and stray state (src/persisted/), when a store or persisted paths are
+    /// configured.
+    pub persistence: Option<crate::persisted::Findings>,
 }
 
 fn gather(s: &Settings) -> Result<Status> {
@@ -65,6 +68,7 @@ fn gather(s: &Settings) -> Result<Status> {
             let rep = crate::diff::collect_current(b.as_mut(), s)?;
             st.unpersisted = Some((rep.files(), rep.bytes()));
             st.unpersisted_incomplete = Some(rep.incomplete_count());
+            st.persistence = crate::persisted::gather(b.as_mut(), s);
         }
         Ok(())
     })();
@@ -171,6 +175,9 @@ fn human(st: &Status) -> String {
             _ => String::new(),
         }
     );
+    if let Some(f) = &st.persistence {
+        o.push_str(&crate::persisted::output::status_lines(f));
+    }
     o
 }
 
@@ -297,6 +304,39 @@ pub fn prometheus(st: &Status) -> String {
         "unpersisted_incomplete_branches",
         "Directories the unpersisted counts could not look into (too deep, unreadable): the counts are a lower bound when this is above 0.",
         &one(st.unpersisted_incomplete.map(|x| x as f64)),
+    );
+    // Persistence checks: only when a store is configured (otherwise nothing was compared).
+    let f = st.persistence.as_ref().filter(|f| f.store.is_some());
+    let n = |g: fn(&crate::persisted::Findings) -> u64| one(f.map(|f| g(f) as f64));
+    metric(
+        &mut o,
+        "hidden_entries",
+        "Entries on the root under persisted paths (hidden by their bind mounts) that the store lacks: erased at the next boot.",
+        &n(|f| f.hidden_entries()),
+    );
+    metric(
+        &mut o,
+        "hidden_bytes",
+        "Bytes of the hidden entries.",
+        &n(|f| f.hidden_bytes()),
+    );
+    metric(
+        &mut o,
+        "missing_persisted",
+        "Declared persisted paths (and undeclared critical paths on the root) that the store does not hold.",
+        &n(|f| f.missing_persisted()),
+    );
+    metric(
+        &mut o,
+        "missing_critical",
+        "Critical files (machine-id, SSH host keys, /boot, keys, `critical =`) that the next boot would lose.",
+        &n(|f| f.missing_critical()),
+    );
+    metric(
+        &mut o,
+        "stray_bytes",
+        "Bytes in the store that no persisted path covers.",
+        &n(|f| f.stray_bytes()),
     );
     o
 }

@@ -90,6 +90,8 @@ pub struct Meta {
     pub gid: u32,
     pub mtime: (i64, i64),
     pub ctime: (i64, i64),
+    /// Bytes allocated on disk (`st_blocks` × 512): less than `size` for sparse files.
+    pub allocated: u64,
 }
 
 impl Meta {
@@ -106,6 +108,7 @@ impl Meta {
             gid: st.stx_gid,
             mtime: (st.stx_mtime.tv_sec, st.stx_mtime.tv_nsec as i64),
             ctime: (st.stx_ctime.tv_sec, st.stx_ctime.tv_nsec as i64),
+            allocated: st.stx_blocks.saturating_mul(512),
         }
     }
 }

@@ -360,31 +360,51 @@ fn collect_tmpfs(s: &Settings) -> Result<Report> {
     ))
 }
 
-/// The report for `diff [OLD_ROOT]` (also used by `status`).
-pub fn collect(s: &Settings, old: Option<&str>) -> Result<Report> {
+/// The report for `diff [OLD_ROOT]`, and for the current root the persistence checks
+/// ([`crate::persisted`]).
+pub fn collect_all(
+    s: &Settings,
+    old: Option<&str>,
+) -> Result<(Report, Option<crate::persisted::Findings>)> {
     if old.is_none() && root_is_tmpfs(&mounts::read_mountinfo()?) {
-        return collect_tmpfs(s);
+        return Ok((collect_tmpfs(s)?, None));
     }
     let (mut b, st) = crate::protocol::open(s, crate::clock::now())?;
     let r = match old {
-        Some(n) => collect_old(b.as_mut(), &st, s, n),
-        None => collect_current(b.as_mut(), s),
+        Some(n) => collect_old(b.as_mut(), &st, s, n).map(|r| (r, None)),
+        None => {
+            collect_current(b.as_mut(), s).map(|r| (r, crate::persisted::gather(b.as_mut(), s)))
+        }
     };
     b.close()?;
     r
 }
 
 pub fn run(cli: &Cli, s: &Settings, old: Option<&str>) -> Result<()> {
-    let r = collect(s, old)?;
+    let (r, found) = collect_all(s, old)?;
     let text = if cli.json {
-        format!("{}\n", output::json(&r))
+        let mut f = output::json_fields(&r);
+        if let Some(p) = &found {
+            f.push(("persistence", crate::persisted::output::json(p)));
+        }
+        format!("{}\n", crate::json::object(&f))
     } else if cli.nix {
         output::nix(&r)
     } else {
-        output::human(&r, cli.verbosity > 0)
+        let mut t = output::human(&r, cli.verbosity > 0);
+        if let Some(p) = &found {
+            t.push('\n');
+            t.push_str(&crate::persisted::output::human(p));
+        }
+        t
     };
     print!("{text}");
-    Ok(())
+    match found.map(|p| p.errors()) {
+        Some(n) if n > 0 => Err(Error::Other(format!(
+            "{n} critical persisted file(s) would be lost at the next boot (listed above as errors)"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -247,6 +247,7 @@ mod tests {
                 gid: 0,
                 mtime: (0, 0),
                 ctime: (0, 0),
+                allocated: 0,
             },
             empty_dir: empty,
             link: link.map(str::as_bytes),

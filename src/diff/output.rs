@@ -160,8 +160,9 @@ pub fn human(r: &Report, verbose: bool) -> String {
 }
 
 /// `--json`. Names are bytes: see [`json::name_fields`] for how a name that is not UTF-8 is
-/// written (a readable `path` plus the exact bytes in `path_hex`).
-pub fn json(r: &Report) -> String {
+/// written (a readable `path` plus the exact bytes in `path_hex`). The fields of the object; the
+/// caller adds its own (`persistence`) and writes it with [`json::object`].
+pub fn json_fields(r: &Report) -> Vec<(&'static str, String)> {
     let groups: Vec<String> = r
         .groups
         .iter()
@@ -219,7 +220,7 @@ pub fn json(r: &Report) -> String {
             json::object(&o)
         })
         .collect();
-    json::object(&[
+    vec![
         ("source", json::string(&r.source)),
         ("method", json::string(&r.method)),
         ("files", r.files().to_string()),
@@ -228,7 +229,7 @@ pub fn json(r: &Report) -> String {
         ("hidden", json::array(&hidden)),
         ("incomplete", json::array(&incomplete)),
         ("incomplete_more", r.incomplete_more.to_string()),
-    ])
+    ]
 }
 
 /// A Nix string literal for a name: `"` and `\` escaped, `${` kept from starting an

@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 pub mod invariants;
+pub mod sys;
+pub mod tree;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
