@@ -31,6 +31,8 @@
 #   WORK=DIR    keep images there (default: a new /var/tmp/er-rollback.XXXXXX, removed at the end);
 #               with KEEP=1 the base images (the slow part: 1M files) are kept and reused
 #   EPHEMERAL_ROOT_BIN / EPHEMERAL_ROOT_INITRD_BIN   use these binaries instead of building
+#   CANDIDATE="[VAR=VALUE…] BINARY"   also time this build's rollback (variant rb_candidate, with
+#               `finish` of the full build after it), to measure a change in the same run
 # Prints the table (markdown) on stdout; raw samples in $WORK/samples.tsv (kept with KEEP=1,
 # or copied to $OUT if set).
 set -euo pipefail
@@ -134,6 +136,13 @@ run_variant() { # C VARIANT
       timed "$c" "$2" ours "$bin" rollback "$c" --kernel-cmdline ""
       timed "$c" finish ours "$full" finish "$c" --no-baseline
       ;;
+    rb_candidate)
+      restore "$c"
+      # shellcheck disable=SC2086 # CANDIDATE is a command prefix
+      timed "$c" rb_candidate env $CANDIDATE rollback --device "${dev[$c]}" --keep 30d \
+        --config /dev/null -q --kernel-cmdline ""
+      ours "$full" finish "$c" --no-baseline >/dev/null
+      ;;
     backlog)
       restore "$c" backlog
       timed "$c" backlog ours "$initrd" rollback "$c" --kernel-cmdline ""
@@ -159,6 +168,7 @@ for n in "${files_l[@]}"; do for d in "${due_l[@]}"; do for k in "${nested_l[@]}
 done; done; done
 : >"$work/samples.tsv"
 variants=(floor_sh floor_c rb_initrd rb_full backlog readme)
+[ -z "${CANDIDATE:-}" ] || variants+=(rb_candidate)
 for round in $(seq 0 "$runs"); do
   log "round $round of $runs$([ "$round" -gt 0 ] || echo ' (warm-up, not recorded)')"
   for c in "${cfgs[@]}"; do
@@ -190,16 +200,22 @@ for c in cells:
     b.append(bi)
     print(f"| {c[0]:,} | {c[1]} | {c[2]} | {f(a)} | {f(a0)} | {f(bi)} | {bi/a:.2f} | {bi/a0:.2f} | {f(bl)} | {f(rd)} | {rd/bi:.1f}× | {f(fi)} |")
 print()
-print(f"(b) across the table: max/min = {max(b):.1f}/{min(b):.1f} = {max(b)/min(b):.2f}. "
-      f"Milliseconds, median of {min(len(x) for x in s.values())}+ runs; (b) is the initrd build.")
+a0 = [med(c, "floor_c") for c in cells]
+r = [x / y for x, y in zip(b, a0)]
+print(f"Across the table: (b) max/min = {max(b):.1f}/{min(b):.1f} = {max(b)/min(b):.2f}; "
+      f"(a0) max/min = {max(a0):.1f}/{min(a0):.1f} = {max(a0)/min(a0):.2f}; "
+      f"(b)/(a0) from {min(r):.2f} to {max(r):.2f}. "
+      f"Milliseconds, median of {min(len(x) for x in s.values())} runs; (b) is the initrd build.")
 print()
 print("Full build, and the spread of every variant (min–median–max, ms):")
 print()
-print("| files | due | nested | " + " | ".join(("floor_sh", "floor_c", "rb_initrd", "rb_full", "backlog", "readme", "finish")) + " |")
-print("|---:|---:|---:|" + "---|" * 7)
+vs = [v for v in ("floor_sh", "floor_c", "rb_initrd", "rb_full", "rb_candidate", "backlog", "readme", "finish")
+      if any(k[3] == v for k in s)]
+print("| files | due | nested | " + " | ".join(vs) + " |")
+print("|---:|---:|---:|" + "---|" * len(vs))
 for c in cells:
     row = []
-    for v in ("floor_sh", "floor_c", "rb_initrd", "rb_full", "backlog", "readme", "finish"):
+    for v in vs:
         x = s[c + (v,)]
         row.append(f"{f(min(x))}–{f(statistics.median(x))}–{f(max(x))}")
     print(f"| {c[0]:,} | {c[1]} | {c[2]} | " + " | ".join(row) + " |")
