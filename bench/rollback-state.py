@@ -16,7 +16,8 @@ The prepared state ("canonical"):
                         variant only (moved to @snapshots/.kept.<name> just before it runs); K
                         nested subvolumes; a marker file .bench-stash
 
-`restore` finds the root and the stash wherever a variant put them (by their marker), makes them
+`restore` prints how many old roots it had to recreate in @snapshots and in old_roots (what the
+variant that ran last pruned), finds the root and the stash wherever a variant put them (by their marker), makes them
 writable again, moves them home, deletes the empty roots the variants built, recreates the due old
 roots that a variant pruned, renews the root's marker (so the root is a root that was used, and its
 directory mtime is new), waits for btrfs to finish cleaning deleted subvolumes, and then compares
@@ -256,15 +257,17 @@ def cmd_restore(top, meta_path, then):
     # Both snapshots locations: exactly the recent and due old roots; recreate the pruned ones.
     want_ours = {ours_name(t): t for t in old_times(meta, "recent") + old_times(meta, "due")}
     want_readme = {readme_name(t): t for t in old_times(meta, "recent") + old_times(meta, "due")}
+    recreated = []
     for d, want, make in ((SNAPS, want_ours, lambda n, t: make_ours_old(top, n)),
                           (OLD, want_readme, lambda n, t: make_readme_old(top, n, t))):
         have = set(os.listdir(os.path.join(top, d)))
         extra = have - set(want)
         if extra:
             die(f"{d} holds what no variant should leave: {sorted(extra)}")
-        for n, t in sorted(want.items()):
-            if n not in have:
-                make(n, t)
+        missing = [n for n in sorted(want) if n not in have]
+        for n in missing:
+            make(n, want[n])
+        recreated.append(len(missing))
     # A used root: a new marker (the directory's mtime is now, as after a boot).
     m = os.path.join(top, ROOT, "bench-marker")
     if os.path.exists(m):
@@ -278,6 +281,8 @@ def cmd_restore(top, meta_path, then):
     elif fp != meta["fingerprint"]:
         a, b = {tuple(x) for x in fp}, {tuple(x) for x in meta["fingerprint"]}
         die(f"state differs from the recorded one: now also {sorted(a - b)[:5]}, missing {sorted(b - a)[:5]}")
+    # How many old roots the last variant pruned, in each layout (the caller checks it did its work).
+    print(*recreated)
     # What the next variant needs on top of the prepared state (a rename each).
     if then == "readme":
         os.rename(os.path.join(top, ROOT), os.path.join(top, README_ROOT))

@@ -94,16 +94,29 @@ configure() {
   local l; l=$(losetup -f --show "$work/cfg-$c.img"); loops+=("$l"); dev[$c]=$l
   mount -o subvolid=5 "$l" "$work/top"
   python3 "$state" configure "$work/top" "$work/base-$n.json" "$d" "$k" "$work/cfg-$c.json"
-  python3 "$state" restore "$work/top" "$work/cfg-$c.json"
+  python3 "$state" restore "$work/top" "$work/cfg-$c.json" >/dev/null
   umount "$work/top"
   cfgs+=("$c")
 }
 
-# restore C [readme|backlog]: the prepared state again (untimed), plus what the variant needs
+# restore C [readme|backlog]: the prepared state again (untimed), plus what the variant needs.
+# Checks that the variant that ran last on C pruned what it had to (all due old roots in its own
+# layout, none in the other), so no variant is timed doing less than its work.
+declare -A last
 restore() {
-  mount -o subvolid=5 "${dev[$1]}" "$work/top"
-  python3 "$state" restore "$work/top" "$work/cfg-$1.json" "${2:-}"
+  local c=$1 d=${1#*-}; d=${d%-*}
+  local want="0 0"
+  case ${last[$c]:-} in
+    rb_initrd | rb_full | rb_candidate | backlog) want="$d 0" ;; # (+ finish for rb_*)
+    readme) want="0 $d" ;;
+  esac
+  mount -o subvolid=5 "${dev[$c]}" "$work/top"
+  local got; got=$(python3 "$state" restore "$work/top" "$work/cfg-$c.json" "${2:-}")
   umount "$work/top"
+  if [ "$got" != "$want" ]; then
+    echo "rollback.sh: after ${last[$c]:-setup} on $c, old roots pruned (@snapshots old_roots): $got, expected $want" >&2
+    exit 1
+  fi
 }
 
 us() { local t=${1/./}; echo "${t#0}"; }
@@ -149,6 +162,7 @@ run_variant() { # C VARIANT
       ;;
     readme) restore "$c" readme; timed "$c" readme "$here/impermanence-baseline.sh" "${dev[$c]}" ;;
   esac
+  last[$c]=$2
 }
 
 machine() {
@@ -182,32 +196,41 @@ echo "- load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/machine.
 cat "$work/machine.md"
 echo
 python3 - "$work/samples.tsv" <<'PY'
+# Medians per variant; ratios are medians of the per-round ratios (the variants of one round ran
+# back to back on the same device, so each ratio compares runs made under the same load).
 import statistics, sys
 from collections import defaultdict
-s = defaultdict(list)
+s = defaultdict(list)  # (n, d, k, variant) -> [ms]
+per = defaultdict(dict)  # (n, d, k, round) -> {variant: ms} (the first sample of the round)
 for line in open(sys.argv[1]):
     n, d, k, v, r, ms = line.split("\t")
-    s[(int(n), int(d), int(k), v)].append(float(ms))
+    c = (int(n), int(d), int(k))
+    s[c + (v,)].append(float(ms))
+    per[c + (int(r),)].setdefault(v, float(ms))
 cells = sorted({key[:3] for key in s})
 med = lambda c, v: statistics.median(s[c + (v,)])
+def ratio(c, x, y):
+    return statistics.median(p[x] / p[y] for key, p in per.items() if key[:3] == c)
+def diff(c, x, y):
+    return statistics.median(p[x] - p[y] for key, p in per.items() if key[:3] == c)
 def f(x):
     return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
-print("| files | due | nested | (a) floor, shell | (a0) floor, syscalls | (b) rollback | (b)/(a) | (b)/(a0) | (b') backlog | (c) README script | (c)/(b) | (d) finish |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-b = []
+print("| files | due | nested | (a) floor, shell | (a0) floor, syscalls | (b) rollback | (b)/(a) | (b)/(a0) | (b)−(a0) | (b') backlog | (c) README script | (c)/(b) | (d) finish |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+b, a0, over = [], [], []
 for c in cells:
-    a, a0, bi, bl, rd, fi = (med(c, v) for v in ("floor_sh", "floor_c", "rb_initrd", "backlog", "readme", "finish"))
-    b.append(bi)
-    print(f"| {c[0]:,} | {c[1]} | {c[2]} | {f(a)} | {f(a0)} | {f(bi)} | {bi/a:.2f} | {bi/a0:.2f} | {f(bl)} | {f(rd)} | {rd/bi:.1f}× | {f(fi)} |")
+    m = {v: med(c, v) for v in ("floor_sh", "floor_c", "rb_initrd", "backlog", "readme", "finish")}
+    b.append(m["rb_initrd"]); a0.append(m["floor_c"]); over.append(diff(c, "rb_initrd", "floor_c"))
+    print(f"| {c[0]:,} | {c[1]} | {c[2]} | {f(m['floor_sh'])} | {f(m['floor_c'])} | {f(m['rb_initrd'])} "
+          f"| {ratio(c, 'rb_initrd', 'floor_sh'):.2f} | {ratio(c, 'rb_initrd', 'floor_c'):.2f} | {over[-1]:+.1f} "
+          f"| {f(m['backlog'])} | {f(m['readme'])} | {ratio(c, 'readme', 'rb_initrd'):.1f}× | {f(m['finish'])} |")
 print()
-a0 = [med(c, "floor_c") for c in cells]
-r = [x / y for x, y in zip(b, a0)]
-print(f"Across the table: (b) max/min = {max(b):.1f}/{min(b):.1f} = {max(b)/min(b):.2f}; "
-      f"(a0) max/min = {max(a0):.1f}/{min(a0):.1f} = {max(a0)/min(a0):.2f}; "
-      f"(b)/(a0) from {min(r):.2f} to {max(r):.2f}. "
-      f"Milliseconds, median of {min(len(x) for x in s.values())} runs; (b) is the initrd build.")
+print(f"Milliseconds: medians of {min(len(x) for x in s.values())} runs; ratios and (b)−(a0): medians of "
+      f"the per-round ratios and differences. (b) is the initrd build. Across the table: (b) max/min = "
+      f"{max(b):.1f}/{min(b):.1f} = {max(b)/min(b):.2f}; the floor (a0) itself {max(a0):.1f}/{min(a0):.1f} = "
+      f"{max(a0)/min(a0):.2f}; (b)−(a0) from {min(over):+.1f} to {max(over):+.1f} ms.")
 print()
-print("Full build, and the spread of every variant (min–median–max, ms):")
+print("Every variant, min–median–max (ms):")
 print()
 vs = [v for v in ("floor_sh", "floor_c", "rb_initrd", "rb_full", "rb_candidate", "backlog", "readme", "finish")
       if any(k[3] == v for k in s)]
@@ -219,4 +242,9 @@ for c in cells:
         x = s[c + (v,)]
         row.append(f"{f(min(x))}–{f(statistics.median(x))}–{f(max(x))}")
     print(f"| {c[0]:,} | {c[1]} | {c[2]} | " + " | ".join(row) + " |")
+if "rb_candidate" in vs:
+    print()
+    print("Candidate build (CANDIDATE), per-round medians: " + "; ".join(
+        f"{c[0]:,}/{c[1]}/{c[2]}: {f(med(c, 'rb_candidate'))} ms, /(a0) {ratio(c, 'rb_candidate', 'floor_c'):.2f}, "
+        f"−(a0) {diff(c, 'rb_candidate', 'floor_c'):+.1f}" for c in cells))
 PY
