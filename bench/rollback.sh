@@ -25,9 +25,10 @@
 # layouts (ephemeral-root's @snapshots, read-only; the README's old_roots, writable). Retention:
 # ours `--keep 30d`, the README's `find -mtime +30`. Both keep the recent ones, prune the due ones.
 # The variants alternate (their order rotates every round), configurations too, so machine load
-# hits all alike; each cell is the median of RUNS runs, after one warm-up round that is not recorded. Timings are wall-clock from fork to exit.
+# hits all alike; each cell is the median of RUNS runs, after one warm-up round that is not
+# recorded. Timings are wall-clock from fork to exit. Results: bench/RESULTS-rollback.md.
 #
-# Usage: sudo bench/rollback.sh            (RUNS=7 FILES="10000 1000000" DUE="0 46" NESTED="3 100")
+# Usage: sudo bench/rollback.sh            (RUNS=15 FILES="10000 1000000" DUE="0 46" NESTED="3 100")
 #   WORK=DIR    keep images there (default: a new /var/tmp/er-rollback.XXXXXX, removed at the end);
 #               with KEEP=1 the base images (the slow part: 1M files) are kept and reused
 #   EPHEMERAL_ROOT_BIN / EPHEMERAL_ROOT_INITRD_BIN   use these binaries instead of building
@@ -38,7 +39,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
-runs=${RUNS:-7}
+runs=${RUNS:-15}
 read -r -a files_l <<<"${FILES:-10000 1000000}"
 read -r -a due_l <<<"${DUE:-0 46}"
 read -r -a nested_l <<<"${NESTED:-3 100}"
