@@ -10,12 +10,14 @@
       systems = [ "x86_64-linux" "aarch64-linux" ];
       forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
 
-      # Static (musl) build: the initrd gets one self-contained file.
+      # Static (musl) builds: the full tool, and as its `initrd` attribute the initrd build (no
+      # default features), which the module copies into the initrd alone.
       staticPackage = pkgs: pkgs.pkgsStatic.callPackage ./nixos-module/package.nix { };
     in
     {
       packages = forAllSystems (pkgs: rec {
         ephemeral-root = staticPackage pkgs;
+        ephemeral-root-initrd = ephemeral-root.initrd;
         default = ephemeral-root;
       });
 
@@ -23,7 +25,8 @@
         ephemeral-root = staticPackage final;
       };
 
-      # The module, with `package` defaulting to this flake's static build.
+      # The module, with `package` defaulting to this flake's static build (and so `initrdPackage`
+      # to its initrd build).
       nixosModules.default = { lib, pkgs, ... }: {
         imports = [ ./nixos-module ];
         boot.ephemeralRoot.package = lib.mkDefault

@@ -1,17 +1,25 @@
 #!/bin/sh
-# bench/diff.sh: `ephemeral-root diff` with a baseline (btrfs generation search) against the
-# seed's "Method 3" (find /var /etc -type f -printf '%T@ %p\n' | sort, before and after, then
-# diff) on a btrfs root of N files with C of them changed since the baseline.
+# bench/diff.sh: `ephemeral-root diff` with a baseline (btrfs generation search) against
+#   - `btrfs subvolume find-new ROOT GEN` for the baseline's generation (the same kind of search,
+#     the floor: it lists changed file extents and nothing else),
+#   - `find ROOT -newer STAMP` (a stamp file touched when the baseline was taken),
+#   - the seed's "Method 3" (find /var /etc -type f -printf '%T@ %p\n' | sort, before and after,
+#     then diff),
+# on a btrfs root of N files with C of them changed since the baseline, all on one loop device in
+# one run.
 #
-#   sudo bench/diff.sh [N=1000000] [C=1000]
+#   sudo bench/diff.sh [N=1000000] [C=1000] [RUNS=5]
 #
 # Needs root, losetup, mkfs.btrfs, python3 (to create the files quickly). BIN defaults to the
-# release musl build. Prints one Markdown table row per measurement (cold: page cache dropped;
-# warm: right after a previous run).
+# release musl build; BIN_OLD (optional) is a second binary measured the same way (before/after
+# comparisons). Prints Markdown table rows: cold (page cache dropped before each command, one run)
+# and warm (median of RUNS runs, commands interleaved).
 set -eu
 N=${1:-1000000}
 C=${2:-1000}
+RUNS=${3:-5}
 BIN=${BIN:-target/x86_64-unknown-linux-musl/release/ephemeral-root}
+BIN_OLD=${BIN_OLD:-}
 work=$(mktemp -d /tmp/er-bench.XXXXXX)
 dev=
 cleanup() {
@@ -30,7 +38,7 @@ root="$work/mnt/@root"
 conf="$work/empty.conf"
 : >"$conf"
 
-# N files, 100 per directory, half under /var/lib/<svc>, half under /etc/<x>.
+# N files, 200 per directory, half under /var/lib/<svc>, half under /etc/<x>.
 python3 - "$root" "$N" <<'PY'
 import os, sys
 root, n = sys.argv[1], int(sys.argv[2])
@@ -48,38 +56,74 @@ ms() { python3 -c 'import time; print(int(time.time()*1000))'; }
 cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 find_list() { (cd "$root" && find var etc -type f -printf '%T@ %p\n' 2>/dev/null | sort -n); }
 
-# At boot: the baseline (ours) and the "before" listing (Method 3).
+# At boot: the baseline (ours), the stamp (find -newer) and the "before" listing (Method 3).
 cold; t0=$(ms); find_list >"$work/before"; t1=$(ms); find_before=$((t1 - t0))
 t0=$(ms); "$BIN" baseline --device "$dev" --config "$conf" -q; t1=$(ms); baseline_ms=$((t1 - t0))
+touch "$work/stamp"
+gen=$(btrfs subvolume show "$work/mnt/@snapshots/.baseline" | awk '/Gen at creation/ {print $4}')
+sleep 1
 
-# A day of use: change C files spread over the tree.
+# A day of use: C changes spread over the tree, half of them appends to existing files, half new
+# files in existing directories (which changes those directories too).
 python3 - "$root" "$N" "$C" <<'PY'
-import sys
+import os, sys
 root, n, c = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 for k in range(c):
     i = k * (n // c)
     top = "var/lib" if i % 2 else "etc"
-    with open(f"{root}/{top}/svc{i // 100000}/d{i // 200}/f{i}", "a") as f:
-        f.write("changed")
+    d = f"{root}/{top}/svc{i // 100000}/d{i // 200}"
+    if k % 2:
+        with open(f"{d}/f{i}", "a") as f:
+            f.write("changed")
+    else:
+        with open(f"{d}/new{i}", "w") as f:
+            f.write("created")
 PY
 sync
 
-run_tool() { "$BIN" diff --device "$dev" --config "$conf" --json >"$work/tool.json"; }
-run_find() { find_list >"$work/after"; diff "$work/before" "$work/after" >"$work/find.diff" || true; }
+run_tool() { "$1" diff --device "$dev" --config "$conf" --json >"$work/tool.json"; }
+run_findnew() { btrfs subvolume find-new "$root" "$gen" >"$work/findnew.txt"; }
+run_newer() { find "$root" -newer "$work/stamp" >"$work/newer.txt"; }
+run_m3() { find_list >"$work/after"; diff "$work/before" "$work/after" >"$work/find.diff" || true; }
 
-echo "| files | changed | cache | ephemeral-root diff (baseline) | find + sort + diff (after-walk only) | find total (before + after) | speed-up |"
-echo "|---:|---:|---|---:|---:|---:|---:|"
-for cache in cold warm; do
-    [ "$cache" = cold ] && cold
-    t0=$(ms); run_tool; t1=$(ms); tool=$((t1 - t0))
-    [ "$cache" = cold ] && cold
-    t0=$(ms); run_find; t1=$(ms); fnd=$((t1 - t0))
-    echo "| $N | $C | $cache | $tool ms | $fnd ms | $((fnd + find_before)) ms | $(python3 -c "print(f'{$fnd/max($tool,1):.0f}x')") |"
+# One measurement in ms: `cold` drops the page cache first.
+measure() { [ "$1" = cold ] && cold; shift; t0=$(ms); "$@"; t1=$(ms); echo $((t1 - t0)); }
+median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+tools="tool findnew newer m3"
+[ -n "$BIN_OLD" ] && tools="old $tools"
+run() {
+    case $2 in
+    tool) measure "$1" run_tool "$BIN" ;;
+    old) measure "$1" run_tool "$BIN_OLD" ;;
+    findnew) measure "$1" run_findnew ;;
+    newer) measure "$1" run_newer ;;
+    m3) measure "$1" run_m3 ;;
+    esac
+}
+for t in $tools; do eval "cold_$t=\$(run cold $t)"; done
+for t in $tools; do eval "warm_$t="; done
+i=0
+while [ $i -lt "$RUNS" ]; do
+    for t in $tools; do eval "warm_$t=\"\$warm_$t \$(run warm $t)\""; done
+    i=$((i + 1))
 done
-changed_tool=$(python3 -c "import json,sys; print(json.load(open('$work/tool.json'))['files'])")
-changed_find=$(grep -c '^>' "$work/find.diff" || true)
+for t in $tools; do eval "warm_$t=\$(echo \$warm_$t | median)"; done
+
+ratio() { python3 -c "print(f'{$1/max($2,1):.2f}')"; }
+echo "| files | changed | cache | ephemeral-root diff | find-new (floor) | diff / find-new | find -newer | Method 3 (after-walk + diff) |$( [ -n "$BIN_OLD" ] && echo ' previous diff (BIN_OLD) |')"
+echo "|---:|---:|---|---:|---:|---:|---:|---:|$( [ -n "$BIN_OLD" ] && echo '---:|')"
+for cache in cold warm; do
+    eval "d=\$${cache}_tool f=\$${cache}_findnew n=\$${cache}_newer m=\$${cache}_m3"
+    extra=
+    [ -n "$BIN_OLD" ] && eval "extra=\" \$${cache}_old ms |\""
+    echo "| $N | $C | $cache | $d ms | $f ms | $(ratio "$d" "$f") | $n ms | $m ms |$extra"
+done
+changed_tool=$(python3 -c "import json; print(json.load(open('$work/tool.json'))['files'])")
 echo
-echo "baseline took ${baseline_ms} ms; diff listed $changed_tool changed files; find's diff shows $changed_find new lines"
+echo "baseline took ${baseline_ms} ms; diff listed $changed_tool changed files; find-new printed" \
+    "$(grep -c '^inode' "$work/findnew.txt" || true) extent lines; find -newer $(wc -l <"$work/newer.txt") paths;" \
+    "Method 3 before-walk ${find_before} ms"
 # Without a baseline diff walks everything (for reference).
 btrfs -q subvolume delete "$work/mnt/@snapshots/.baseline" >/dev/null
 cold; t0=$(ms); "$BIN" diff --device "$dev" --config "$conf" --json >/dev/null; t1=$(ms)

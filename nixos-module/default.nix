@@ -19,6 +19,7 @@ let
 
   cfg = config.boot.ephemeralRoot;
   unit = import ./unit.nix { inherit lib; };
+  zfsVersions = import ./zfs-versions.nix { inherit lib; };
 
   supportedFsTypes = [ "btrfs" "bcachefs" "zfs" ];
 
@@ -51,6 +52,7 @@ let
     if hasPrefix "UUID=" m then "/dev/disk/by-uuid/${removePrefix "UUID=" m}"
     else if hasPrefix "LABEL=" m then "/dev/disk/by-label/${removePrefix "LABEL=" m}"
     else if hasPrefix "PARTUUID=" m then "/dev/disk/by-partuuid/${removePrefix "PARTUUID=" m}"
+    else if hasPrefix "PARTLABEL=" m then "/dev/disk/by-partlabel/${removePrefix "PARTLABEL=" m}"
     else m;
   # The unit waits for every listed member (not only the one initrd-root-device.target waits for).
   deviceUnits =
@@ -58,43 +60,113 @@ let
     else map (p: "${utils.escapeSystemdPath p}.device")
       (filter (hasPrefix "/dev/") (map memberPath (splitString ":" cfg.device)));
 
-  zfsPool = head (splitString "/" cfg.root);
+  poolOf = ds: head (splitString "/" (head (splitString "@" ds)));
+  zfsPool = poolOf cfg.root;
+  # The userspace package's version; nixpkgs builds the kernel module from the same source
+  # (boot.zfs.package.kernelModuleAttribute), and the binary checks /sys/module/zfs/version.
+  zfsVersion = if cfg.fsType == "zfs" then config.boot.zfs.package.version or null else null;
+
+  # bcachefs unlock units for the root, in both shapes nixpkgs has had: one service per mount point
+  # (nixos/modules/tasks/filesystems/bcachefs.nix: unlock-bcachefs-<escaped mount point>, 23.11 to
+  # today) and the template rework (a generator writes bcachefs-unlock@<escaped device>.service for
+  # each bcachefs fstab entry, instance named after the fs_spec turned into a /dev path). Ordering
+  # after a unit that does not exist is a no-op, so the unit names both; whichever exists unlocks
+  # the root before the rollback opens it.
+  specPath = memberPath;
+  bcachefsUnlockUnits = optionals (cfg.fsType == "bcachefs") ([
+    "unlock-bcachefs-${utils.escapeSystemdPath "/"}.service"
+  ] ++ optional (rootFs != null && rootFs.device or null != null && hasPrefix "/" (specPath rootFs.device))
+    "bcachefs-unlock@${utils.escapeSystemdPath (specPath rootFs.device)}.service");
 
   # Units that depend on this configuration, on top of the generic unit's ordering.
   extraAfter =
     deviceUnits
     ++ optional (cfg.fsType == "zfs") "zfs-import-${zfsPool}.service"
-    # bcachefs.nix unlocks an encrypted root in the initrd with this unit (name from its mount point)
-    ++ optional (cfg.fsType == "bcachefs") "unlock-bcachefs-${utils.escapeSystemdPath "/"}.service";
+    ++ bcachefsUnlockUnits;
   extraRequires =
     deviceUnits
     ++ optional (cfg.fsType == "zfs") "zfs-import-${zfsPool}.service";
 
-  # ---- nix-community/impermanence: environment.persistence ---------------------------------------
-  hasImpermanence = options ? environment.persistence;
-  persistenceLocations =
-    if hasImpermanence
-    then filter (loc: loc.enable or true) (attrValues config.environment.persistence)
-    else [ ];
+  # ---- bcachefs X-mount.subdir= in the initrd (see the drop-in below) ----------------------------
+  initrdUtilLinuxVersion = config.boot.initrd.systemd.package.util-linux.version or null;
+  needsForceMount2 = initrdUtilLinuxVersion == null || builtins.compareVersions initrdUtilLinuxVersion "2.40.2" < 0;
+  subdirMounts = filter
+    (fs: fs.fsType == "bcachefs" && utils.fsNeededForBoot fs && optionValue "X-mount.subdir=" fs != null)
+    (attrValues config.fileSystems);
+  initrdMountUnit = fs: "${utils.escapeSystemdPath ("/sysroot" + (if fs.mountPoint == "/" then "" else fs.mountPoint))}.mount";
+  subdirDropins = lib.optionalAttrs needsForceMount2 (lib.listToAttrs (map
+    (fs: lib.nameValuePair (initrdMountUnit fs) {
+      overrideStrategy = "asDropin";
+      text = ''
+        [Mount]
+        Environment=LIBMOUNT_FORCE_MOUNT2=always
+      '';
+    })
+    subdirMounts));
+
+  # ---- what impermanence, Home Manager and preservation declare as persisted -------------------
+  # Each source yields { path; storage; } entries: the path on the root that is persisted, and the
+  # persistent storage location it lives in (an entry's own persistentStoragePath when it overrides
+  # its location's). vm-tests/nix-eval evaluates this against the real modules.
   normalize = p: let s = builtins.replaceStrings [ "//" ] [ "/" ] p; in if s == p then p else normalize s;
-  # Entries are coerced to attrsets with `directory`/`file` and the computed dirPath/filePath (home
-  # prefix included for users.<name>); older impermanence versions and plain strings are handled too.
-  entryPath = kind: home: e:
-    normalize (
-      if builtins.isString e then (if home != null then "${home}/${e}" else e)
-      else if e ? "${kind}Path" then e."${kind}Path"
-      else
-        let h = if e.home or null != null then e.home else home;
-        in if h != null then "${h}/${e.${kind}}" else e.${kind});
-  locationPaths = home: loc:
-    map (entryPath "dir" home) (loc.directories or [ ])
-    ++ map (entryPath "file" home) (loc.files or [ ]);
   userHome = name: config.users.users.${name}.home or "/home/${name}";
-  impermancePaths = lib.sort builtins.lessThan (unique (concatMap
-    (loc: locationPaths null loc
-      ++ concatMap (name: locationPaths (userHome name) loc.users.${name}) (builtins.attrNames (loc.users or { })))
-    persistenceLocations));
-  persistentStorageRoots = unique (map (loc: loc.persistentStoragePath) persistenceLocations);
+  entryOf = storage: path: { path = normalize path; storage = normalize storage; };
+
+  # nix-community/impermanence, environment.persistence.<storage> (system and users.<name>).
+  # Entries are attrsets with `directory`/`file` and the computed dirPath/filePath (home prefix
+  # included for users.<name>); older versions and plain strings are handled too.
+  hasImpermanence = options ? environment.persistence;
+  impermanenceEntry = kind: home: loc: e:
+    let
+      path =
+        if builtins.isString e then (if home != null then "${home}/${e}" else e)
+        else if e ? "${kind}Path" then e."${kind}Path"
+        else
+          let h = if e.home or null != null then e.home else home;
+          in if h != null then "${h}/${e.${if kind == "dir" then "directory" else "file"}}"
+          else e.${if kind == "dir" then "directory" else "file"};
+      storage = if builtins.isAttrs e && e.persistentStoragePath or null != null then e.persistentStoragePath else loc.persistentStoragePath;
+    in entryOf storage path;
+  locationEntries = home: loc:
+    map (impermanenceEntry "dir" home loc) (loc.directories or [ ])
+    ++ map (impermanenceEntry "file" home loc) (loc.files or [ ]);
+  impermanenceEntries = optionals hasImpermanence (concatMap
+    (loc: locationEntries null loc
+      ++ concatMap (name: locationEntries (userHome name) (loc // loc.users.${name})) (builtins.attrNames (loc.users or { })))
+    (filter (loc: loc.enable or true) (attrValues config.environment.persistence)));
+
+  # Home Manager: home-manager.users.<name>.home.persistence.<storage>, from impermanence's Home
+  # Manager module (today's: entries carry dirPath/filePath like the NixOS ones and the NixOS module
+  # mounts them; before 2025: strings or { directory/file } relative to the home directory, and
+  # the location name includes the home directory).
+  hasHomeManager = options ? home-manager.users;
+  homeManagerEntries = optionals hasHomeManager (concatMap
+    (name:
+      let
+        hm = config.home-manager.users.${name};
+        home = hm.home.homeDirectory or (userHome name);
+      in
+      concatMap (loc: locationEntries home loc)
+        (filter (loc: loc.enable or true) (attrValues (hm.home.persistence or { }))))
+    (builtins.attrNames config.home-manager.users));
+
+  # nix-community/preservation: preservation.preserveAt.<storage> (directories, files, and
+  # users.<name> whose entries its module already made absolute under the user's home); only
+  # when preservation.enable.
+  hasPreservation = options ? preservation.preserveAt;
+  preservationEntries = optionals (hasPreservation && config.preservation.enable or false) (concatMap
+    (loc:
+      let
+        storage = loc.persistentStoragePath or "/";
+        one = e: entryOf storage (if builtins.isString e then e else e.directory or e.file);
+        lists = l: map one (l.directories or [ ]) ++ map one (l.files or [ ]);
+      in
+      lists loc ++ concatMap lists (attrValues (loc.users or { })))
+    (attrValues config.preservation.preserveAt));
+
+  persistedEntries = impermanenceEntries ++ homeManagerEntries ++ preservationEntries;
+  impermancePaths = lib.sort builtins.lessThan (unique (map (e: e.path) persistedEntries));
+  persistentStorageRoots = unique (map (e: e.storage) persistedEntries);
 
   # The fileSystems entry a path lives on (longest mount point that is a prefix of it).
   mountOf = path:
@@ -125,7 +197,15 @@ let
   ]
   ++ map (p: "persist = ${p}") persistable) + "\n";
 
-  bin = "${cfg.package}/bin/ephemeral-root";
+  # THE place where the binaries are chosen: the initrd unit runs the initrd build (rollback,
+  # finish, check, list, gc, pin, baseline: no default features), the running system gets the full
+  # tool (diff, restore, status too), which also runs `finish` after boot.
+  initrdBin = "${cfg.initrdPackage}/bin/ephemeral-root";
+  systemPackage = cfg.package;
+  systemBin = "${systemPackage}/bin/ephemeral-root";
+  # `ephemeral-root finish` after boot: seal the kept root, prune, and take the baseline (unless
+  # baseline = false).
+  finishExecStart = unit.finish.execStartFor systemBin + optionalString (!cfg.baseline) " --no-baseline";
   etcName = removePrefix "/etc/" unit.configPath;
 
   otherFileSystems = filter (fs: fs.mountPoint != "/") (attrValues config.fileSystems);
@@ -153,7 +233,7 @@ let
       {
         assertion = fs != null && fs.mountPoint != "/";
         message = ''
-          boot.ephemeralRoot: the persistent storage location ${path} (environment.persistence) is on the root
+          boot.ephemeralRoot: the persistent storage location ${path} (environment.persistence, home.persistence or preservation.preserveAt) is on the root
           filesystem, which every boot erases. Put it on its own subvolume/dataset and declare it, e.g.
             fileSystems."${path}" = { device = ...; fsType = ...; neededForBoot = true; };'';
       }
@@ -176,7 +256,22 @@ in
       type = types.package;
       default = pkgs.pkgsStatic.callPackage ./package.nix { };
       defaultText = literalExpression "pkgs.pkgsStatic.callPackage ./package.nix { } (the flake's module: packages.\${system}.default)";
-      description = "The ephemeral-root package. A static binary: it is copied into the initrd alone.";
+      description = ''
+        The full ephemeral-root tool (default features: also diff, restore, status), for the running
+        system: it is put into environment.systemPackages and runs `ephemeral-root finish` after boot.
+        Its `initrd` attribute, when it has one, is the default of initrdPackage.'';
+    };
+
+    initrdPackage = mkOption {
+      type = types.package;
+      default = cfg.package.initrd or cfg.package;
+      defaultText = literalExpression "config.boot.ephemeralRoot.package.initrd or config.boot.ephemeralRoot.package";
+      description = ''
+        The ephemeral-root build that goes into the initrd: a static binary built without default
+        features (rollback, finish, check, list, gc, pin, baseline), copied into the initrd alone.
+        nixos-module/package.nix gives it as the `initrd` attribute of the full package; a package
+        without that attribute is used in the initrd as it is (the full tool works there too, it
+        is only larger).'';
     };
 
     fsType = mkOption {
@@ -253,8 +348,11 @@ in
       type = types.listOf types.str;
       default = impermancePaths;
       defaultText = literalExpression ''
-        the directories and files (users.<name> ones under the user's home) of
-        environment.persistence when nix-community/impermanence is imported, else [ ]'';
+        every directory and file declared persistent by the modules that are imported:
+        nix-community/impermanence's environment.persistence (system and users.<name>), Home
+        Manager's home-manager.users.<name>.home.persistence, and nix-community/preservation's
+        preservation.preserveAt.<path> (directories, files, users.<name>; when preservation.enable);
+        else [ ]'';
       example = [ "/var/log" "/var/lib/nixos" "/etc/machine-id" ];
       description = ''
         Paths on the root that are persisted elsewhere (bind mounts, symlinks). `ephemeral-root diff`
@@ -266,8 +364,17 @@ in
       type = types.bool;
       default = true;
       description = ''
-        Take `ephemeral-root baseline` (a read-only snapshot of the fresh root) once multi-user.target is
-        reached, so `ephemeral-root diff` shows only what accumulated while the system ran.'';
+        Whether `ephemeral-root finish` (ephemeral-root-finish.service, after multi-user.target) also
+        takes the baseline, a read-only snapshot of the fresh root, so `ephemeral-root diff` shows
+        only what accumulated while the system ran. false: `finish --no-baseline` (it still seals
+        the kept root and prunes old roots).'';
+    };
+
+    initrdUnits = mkOption {
+      type = types.listOf types.str;
+      readOnly = true;
+      internal = true;
+      description = "Names of the boot.initrd.systemd.units this module defines (the service and its drop-ins); read by vm-tests/nix-eval.";
     };
 
     configText = mkOption {
@@ -281,6 +388,7 @@ in
   config = mkIf cfg.enable (mkMerge [
     {
       boot.ephemeralRoot.configText = configText;
+      boot.ephemeralRoot.initrdUnits = [ "ephemeral-root.service" ] ++ builtins.attrNames subdirDropins;
 
       assertions = [
         {
@@ -344,14 +452,36 @@ in
             boot.ephemeralRoot: snapshots ("${cfg.snapshots}")${optionalString (cfg.blank != null) " and blank (\"${cfg.blank}\")"} must not be inside the root "${cfg.root}":
             set boot.ephemeralRoot.snapshots to a subvolume/dataset beside it (e.g. "@snapshots", "rpool/local/snapshots").'';
         }
+        {
+          # nixos/modules/tasks/filesystems/zfs.nix imports in the initrd only the pools of
+          # neededForBoot filesystems (the root's pool among them), and the binary renames the old
+          # root into the snapshots location and clones new roots from blank: one pool, the root's.
+          assertion = cfg.fsType != "zfs" || (poolOf cfg.snapshots == zfsPool && (cfg.blank == null || poolOf cfg.blank == zfsPool));
+          message = ''
+            boot.ephemeralRoot: ${concatStringsSep " and " (optional (poolOf cfg.snapshots != zfsPool) "snapshots (\"${cfg.snapshots}\", pool ${poolOf cfg.snapshots})" ++ optional (cfg.blank != null && poolOf cfg.blank != zfsPool) "blank (\"${toString cfg.blank}\", pool ${poolOf (toString cfg.blank)})")}
+            must be in the root's pool ${zfsPool}: the initrd imports only the pools of neededForBoot
+            filesystems, and a dataset can only be renamed or cloned within its pool.
+            Use datasets of ${zfsPool}, e.g. snapshots = "${zfsPool}/local/snapshots"; blank = "${zfsPool}/local/blank@blank";'';
+        }
+        {
+          assertion = cfg.fsType != "zfs" || cfg.blank == null || builtins.match "[^@/][^@]*@[^@/]+" cfg.blank != null;
+          message = ''
+            boot.ephemeralRoot: on ZFS, blank must be a snapshot (dataset@snapshot), e.g.
+            "${zfsPool}/local/blank@blank"; got "${toString cfg.blank}".'';
+        }
       ] ++ persistAssertions;
 
-      warnings = optional (unpersistable != [ ]) ''
+      warnings = optional (zfsVersion != null && !zfsVersions.supported zfsVersion) ''
+        boot.ephemeralRoot: OpenZFS ${zfsVersion} (boot.zfs.package) is not one this ephemeral-root knows
+        the kernel interface of (${zfsVersions.text}): the initrd step will refuse to run and the
+        machine will boot its old root without erasing it. Use a supported boot.zfs.package or an
+        ephemeral-root release that supports ${zfsVersion}.''
+      ++ optional (unpersistable != [ ]) ''
         boot.ephemeralRoot: persistent paths with whitespace cannot be written to ${unit.configPath} and are
         not hidden by `ephemeral-root diff`: ${concatStringsSep ", " unpersistable}'';
 
       # --- the initrd ------------------------------------------------------------------------------
-      boot.initrd.systemd.storePaths = [ bin ];
+      boot.initrd.systemd.storePaths = [ initrdBin ];
       boot.initrd.systemd.contents.${unit.configPath}.text = configText;
 
       boot.initrd.systemd.services.ephemeral-root = {
@@ -369,33 +499,53 @@ in
             OnFailure = concatStringsSep " " unit.failClosedOnFailure;
           } // unit.failClosedUnitConfig);
         serviceConfig = unit.serviceConfig // {
-          ExecStart = unit.execStartFor bin;
+          ExecStart = unit.execStartFor initrdBin;
         };
       };
 
       # --- the running system ----------------------------------------------------------------------
       environment.etc.${etcName}.text = configText;
-      environment.systemPackages = [ cfg.package ];
+      environment.systemPackages = [ systemPackage ];
 
-      systemd.services.ephemeral-root-baseline = mkIf cfg.baseline {
-        description = "Ephemeral root: baseline snapshot of this boot's fresh root (for ephemeral-root diff)";
-        wantedBy = [ "multi-user.target" ];
-        after = [ "multi-user.target" ];
-        serviceConfig = {
-          Type = "oneshot";
+      # `ephemeral-root finish`: the work that need not happen before sysroot.mount (seal the root
+      # that the initrd step moved aside as .kept.<name>, delete retired roots, prune by `keep`, take
+      # the baseline), rendered from the generic initrd/ephemeral-root-finish.service. If it never
+      # runs, the next boot's rollback does the same work after its own (docs/protocol.md).
+      #
+      # Two NixOS additions, so that it runs once per boot: every `nixos-rebuild switch` starts all
+      # active targets again (switch-to-configuration: "Start all active targets"), which would run
+      # a finished oneshot unit wanted by multi-user.target once more, and restarts changed units
+      # (a new package is a changed ExecStart). Running `finish` again mid-session would take the
+      # baseline again, and `diff` would lose what changed between boot and the switch.
+      # RemainAfterExit keeps the unit active after it ran; restartIfChanged = false leaves it
+      # alone on a switch. `systemctl restart ephemeral-root-finish` runs it again by hand.
+      systemd.services.ephemeral-root-finish = {
+        description = unit.finish.description;
+        wantedBy = unit.finish.wantedBy;
+        after = unit.finish.after;
+        before = unit.finish.before;
+        wants = unit.finish.wants;
+        requires = unit.finish.requires;
+        unitConfig = unit.finish.unitConfig;
+        serviceConfig = unit.finish.serviceConfig // {
+          ExecStart = finishExecStart;
           RemainAfterExit = true;
-          ExecStart = "${bin} baseline --config ${unit.configPath}";
         };
+        restartIfChanged = false;
       };
     }
 
-    (mkIf (cfg.fsType == "bcachefs") {
-      # util-linux runs the filesystem's mount helper (mount.bcachefs) and then skips X-mount.subdir
-      # (util-linux#2834: the whole filesystem ends up on /sysroot). The plain mount(2) path applies it.
-      boot.initrd.systemd.contents."/etc/systemd/system/sysroot.mount.d/ephemeral-root-bcachefs.conf".text = ''
-        [Mount]
-        Environment=LIBMOUNT_FORCE_MOUNT2=always
-      '';
+    (mkIf (subdirDropins != { }) {
+      # util-linux 2.39.0 to 2.40.1 (libmount's fd-based mount API) skip X-mount.subdir= when a
+      # mount.<type> helper runs: hook_subdir.c finds no tree fd (EBADF) and the whole filesystem
+      # ends up on the mount point (util-linux#2834). The NixOS initrd has mount.bcachefs in /sbin,
+      # so every bcachefs mount with X-mount.subdir= is hit, /sysroot and the others alike.
+      # Fixed by util-linux PR #3075 (commit 2a684833, backported as c399bc79), first released in
+      # 2.40.2. LIBMOUNT_FORCE_MOUNT2=always makes libmount use mount(2), whose subdir path works.
+      # A drop-in (units.<name>.overrideStrategy = "asDropin": /etc/systemd/system/<name>.d/
+      # overrides.conf inside the units directory); a contents entry below /etc/systemd/system
+      # would break the initrd build (that directory is one link into the store).
+      boot.initrd.systemd.units = subdirDropins;
     })
   ]);
 }

@@ -2,6 +2,9 @@
 
 use crate::config::{apply_key, FsType, KeyError, Mode, Partial};
 use crate::error::{Error, Result};
+use crate::escape;
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +20,8 @@ pub enum Command {
     Baseline,
     Restore {
         old_root: String,
-        path: String,
+        /// A path on the running system: bytes, not necessarily UTF-8.
+        path: PathBuf,
     },
     Status,
     Help,
@@ -31,7 +35,8 @@ pub struct Cli {
     pub command: Option<Command>,
     pub config: Option<PathBuf>,
     pub settings: Partial,
-    pub kernel_cmdline: Option<String>,
+    /// `--kernel-cmdline` (bytes, like /proc/cmdline).
+    pub kernel_cmdline: Option<Vec<u8>>,
     pub dry_run: bool,
     pub json: bool,
     pub nix: bool,
@@ -39,6 +44,12 @@ pub struct Cli {
     pub force: bool,
     pub no_baseline: bool,
     pub to: Option<PathBuf>,
+    /// restore: replace a destination of another kind (file/directory/symlink) with --force.
+    pub replace_type: bool,
+    /// restore: restore setuid/setgid bits and file capabilities too.
+    pub keep_privileges: bool,
+    /// Seconds to wait for another writer's lock on the filesystem (see src/lock.rs).
+    pub lock_wait: Option<u64>,
     pub verbosity: i32,
 }
 
@@ -57,7 +68,8 @@ commands:
   diff [OLD_ROOT]       what the next boot erases, or what was erased at that reboot
                         (--json, --nix)
   baseline              snapshot the root right after boot, so diff shows only what changed
-  restore OLD_ROOT PATH copy PATH back from an old root (--to DEST, --force)
+  restore OLD_ROOT PATH copy PATH back from an old root (--to DEST, --force,
+                        --replace-type, --keep-privileges)
   status                root age, old roots, free space, last rollback (--prometheus)
 
 options:
@@ -72,6 +84,8 @@ options:
   --persist PATH        a persisted path, for diff (repeatable)
   --timezone OFFSET     UTC or +HH:MM, for retention periods (default UTC)
   --kernel-cmdline STR  use STR instead of /proc/cmdline
+  --lock-wait SECONDS   wait this long for another ephemeral-root changing the same
+                        filesystem (default 120; 0 refuses at once)
   --dry-run  --json  --nix  --prometheus  --force  --to DEST  --no-baseline
   -v, --verbose  -q, --quiet  -h, --help  -V, --version
 ";
@@ -80,21 +94,33 @@ fn usage_err(msg: impl Into<String>) -> Error {
     Error::Usage(format!("{}; see `ephemeral-root --help`", msg.into()))
 }
 
+/// A lexopt error as a usage error (its text quotes the argument: cut it).
+fn lexopt_err(e: lexopt::Error) -> Error {
+    usage_err(escape::cut_str(&e.to_string()))
+}
+
+/// An old-root name from the command line: names this program makes are ASCII, so anything else
+/// cannot name one (said with the argument escaped, never converted lossily).
+fn old_root_arg(a: &OsString) -> Result<String> {
+    a.to_str().map(str::to_string).ok_or_else(|| {
+        Error::Usage(format!(
+            "no old root is named \"{}\" (old-root names look like 2026-01-02T03-04-05Z); `ephemeral-root list` shows the names",
+            escape::cut(a.as_bytes())
+        ))
+    })
+}
+
 pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_args(args);
     let mut cli = Cli::default();
-    let mut positional: Vec<String> = Vec::new();
+    let mut positional: Vec<OsString> = Vec::new();
     loop {
-        let arg = p.next().map_err(|e| usage_err(e.to_string()))?;
+        let arg = p.next().map_err(lexopt_err)?;
         let Some(arg) = arg else { break };
         let key_value = |key: &str, p: &mut lexopt::Parser, s: &mut Partial| -> Result<()> {
-            let v = p
-                .value()
-                .map_err(|e| usage_err(e.to_string()))?
-                .into_string()
-                .map_err(|_| usage_err(format!("--{key} is not valid UTF-8")))?;
-            match apply_key(s, key, &v) {
+            let v = p.value().map_err(lexopt_err)?;
+            match apply_key(s, key, v.as_bytes()) {
                 Ok(()) => Ok(()),
                 Err(KeyError::Value(e)) => Err(Error::Usage(format!("--{key}: {e}"))),
                 Err(KeyError::UnknownKey) => Err(usage_err(format!("unknown option --{key}"))),
@@ -108,24 +134,21 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                 let k = k.to_string();
                 key_value(&k, &mut p, &mut cli.settings)?
             }
-            Long("config") => {
-                cli.config = Some(PathBuf::from(
-                    p.value().map_err(|e| usage_err(e.to_string()))?,
-                ))
-            }
+            Long("config") => cli.config = Some(PathBuf::from(p.value().map_err(lexopt_err)?)),
             Long("kernel-cmdline") => {
-                cli.kernel_cmdline = Some(
-                    p.value()
-                        .map_err(|e| usage_err(e.to_string()))?
-                        .into_string()
-                        .map_err(|_| usage_err("--kernel-cmdline is not valid UTF-8"))?,
-                )
+                cli.kernel_cmdline = Some(p.value().map_err(lexopt_err)?.into_vec())
             }
-            Long("to") => {
-                cli.to = Some(PathBuf::from(
-                    p.value().map_err(|e| usage_err(e.to_string()))?,
-                ))
+            Long("lock-wait") => {
+                let v = p.value().map_err(lexopt_err)?;
+                let n = v
+                    .to_str()
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .ok_or_else(|| usage_err("--lock-wait takes a number of seconds"))?;
+                cli.lock_wait = Some(n);
             }
+            Long("replace-type") => cli.replace_type = true,
+            Long("keep-privileges") => cli.keep_privileges = true,
+            Long("to") => cli.to = Some(PathBuf::from(p.value().map_err(lexopt_err)?)),
             Long("dry-run") | Short('n') => cli.dry_run = true,
             Long("json") => cli.json = true,
             Long("nix") => cli.nix = true,
@@ -136,10 +159,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
             Long("quiet") | Short('q') => cli.verbosity -= 1,
             Long("help") | Short('h') => cli.command = Some(Command::Help),
             Long("version") | Short('V') => cli.command = Some(Command::Version),
-            Value(v) => positional.push(
-                v.into_string()
-                    .map_err(|_| usage_err("argument is not valid UTF-8"))?,
-            ),
+            Value(v) => positional.push(v),
             Long(other) => {
                 let known = [
                     "device",
@@ -159,6 +179,9 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                     "nix",
                     "prometheus",
                     "force",
+                    "replace-type",
+                    "keep-privileges",
+                    "lock-wait",
                     "no-baseline",
                     "verbose",
                     "quiet",
@@ -168,19 +191,28 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                 let hint = crate::config::suggest(other, &known)
                     .map(|s| format!(" (did you mean --{s}?)"))
                     .unwrap_or_default();
-                return Err(usage_err(format!("unknown option --{other}{hint}")));
+                return Err(usage_err(format!(
+                    "unknown option --{}{hint}",
+                    escape::cut_str(other)
+                )));
             }
-            Short(c) => return Err(usage_err(format!("unknown option -{c}"))),
+            Short(c) => {
+                return Err(usage_err(format!(
+                    "unknown option -{}",
+                    escape::escape(c.to_string().as_bytes())
+                )))
+            }
         }
     }
     if cli.command.is_some() {
         return Ok(cli);
     }
     let mut it = positional.into_iter();
-    let Some(cmd) = it.next() else {
+    let Some(cmd_os) = it.next() else {
         return Err(usage_err("no command given"));
     };
-    let rest: Vec<String> = it.collect();
+    let cmd = escape::cut(cmd_os.as_bytes());
+    let rest: Vec<OsString> = it.collect();
     let want = |n: std::ops::RangeInclusive<usize>, what: &str| -> Result<()> {
         if n.contains(&rest.len()) {
             Ok(())
@@ -191,26 +223,38 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
             )))
         }
     };
-    let command = match cmd.as_str() {
-        "rollback" => want(0..=0, "no arguments").map(|_| Command::Rollback)?,
-        "finish" => want(0..=0, "no arguments").map(|_| Command::Finish)?,
-        "list" | "ls" => want(0..=0, "no arguments").map(|_| Command::List)?,
-        "gc" => want(0..=0, "no arguments").map(|_| Command::Gc)?,
-        "pin" => want(1..=1, "one old-root NAME").map(|_| Command::Pin(rest[0].clone()))?,
-        "unpin" => want(1..=1, "one old-root NAME").map(|_| Command::Unpin(rest[0].clone()))?,
-        "check" => want(0..=0, "no arguments").map(|_| Command::Check)?,
-        "diff" => want(0..=1, "at most one old-root NAME")
-            .map(|_| Command::Diff(rest.first().cloned()))?,
-        "baseline" => want(0..=0, "no arguments").map(|_| Command::Baseline)?,
-        "restore" => want(2..=2, "OLD_ROOT and PATH").map(|_| Command::Restore {
-            old_root: rest[0].clone(),
-            path: rest[1].clone(),
-        })?,
-        "status" => want(0..=0, "no arguments").map(|_| Command::Status)?,
-        "help" => Command::Help,
-        "version" => Command::Version,
-        "fault-points" => Command::FaultPoints,
-        other => {
+    let command = match cmd_os.as_bytes() {
+        b"rollback" => want(0..=0, "no arguments").map(|_| Command::Rollback)?,
+        b"finish" => want(0..=0, "no arguments").map(|_| Command::Finish)?,
+        b"list" | b"ls" => want(0..=0, "no arguments").map(|_| Command::List)?,
+        b"gc" => want(0..=0, "no arguments").map(|_| Command::Gc)?,
+        b"pin" => {
+            want(1..=1, "one old-root NAME")?;
+            Command::Pin(old_root_arg(&rest[0])?)
+        }
+        b"unpin" => {
+            want(1..=1, "one old-root NAME")?;
+            Command::Unpin(old_root_arg(&rest[0])?)
+        }
+        b"check" => want(0..=0, "no arguments").map(|_| Command::Check)?,
+        b"diff" => {
+            want(0..=1, "at most one old-root NAME")?;
+            Command::Diff(rest.first().map(old_root_arg).transpose()?)
+        }
+        b"baseline" => want(0..=0, "no arguments").map(|_| Command::Baseline)?,
+        b"restore" => {
+            want(2..=2, "OLD_ROOT and PATH")?;
+            Command::Restore {
+                old_root: old_root_arg(&rest[0])?,
+                path: PathBuf::from(&rest[1]),
+            }
+        }
+        b"status" => want(0..=0, "no arguments").map(|_| Command::Status)?,
+        b"help" => Command::Help,
+        b"version" => Command::Version,
+        b"fault-points" => Command::FaultPoints,
+        _ => {
+            let other = cmd.as_str();
             let cmds = [
                 "rollback", "finish", "list", "gc", "pin", "unpin", "check", "diff", "baseline",
                 "restore", "status", "help",
@@ -280,9 +324,103 @@ mod tests {
                 .command,
             Some(Command::Restore {
                 old_root: "N".into(),
-                path: "/etc/x".into()
+                path: PathBuf::from("/etc/x")
             })
         );
+        // PATH is bytes: a non-UTF-8 name reaches restore unchanged.
+        use std::os::unix::ffi::OsStrExt;
+        let odd = std::ffi::OsStr::from_bytes(b"/srv/\xff\n");
+        let c = parse(
+            [
+                std::ffi::OsStr::new("restore"),
+                std::ffi::OsStr::new("N"),
+                odd,
+                std::ffi::OsStr::new("--replace-type"),
+                std::ffi::OsStr::new("--keep-privileges"),
+                std::ffi::OsStr::new("--lock-wait"),
+                std::ffi::OsStr::new("0"),
+            ]
+            .into_iter()
+            .map(|s| s.to_os_string()),
+        )
+        .unwrap();
+        assert!(c.replace_type && c.keep_privileges && c.lock_wait == Some(0));
+        assert_eq!(
+            c.command,
+            Some(Command::Restore {
+                old_root: "N".into(),
+                path: PathBuf::from(odd)
+            })
+        );
+    }
+
+    #[test]
+    fn arguments_are_bytes() {
+        use std::os::unix::ffi::OsStringExt;
+        let os = |b: &[u8]| OsString::from_vec(b.to_vec());
+        let c = parse(vec![
+            os(b"restore"),
+            os(b"2026-01-02T03-04-05Z"),
+            os(b"/etc/\xff\nx"),
+            os(b"--persist"),
+            os(b"/var/lib/\xfe"),
+            os(b"--kernel-cmdline"),
+            os(b"a=\xff rd.ephemeral_root=skip"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.command,
+            Some(Command::Restore {
+                old_root: "2026-01-02T03-04-05Z".into(),
+                path: PathBuf::from(os(b"/etc/\xff\nx"))
+            })
+        );
+        assert_eq!(c.settings.persist, Some(vec![b"/var/lib/\xfe".to_vec()]));
+        assert_eq!(
+            c.kernel_cmdline.as_deref(),
+            Some(&b"a=\xff rd.ephemeral_root=skip"[..])
+        );
+        // Names that cannot be ours, and odd commands, are usage errors that escape them.
+        for (args, want) in [
+            (
+                vec![os(b"diff"), os(b"\xff\x1b[31m")],
+                "no old root is named \"\\xff\\x1b[31m\"",
+            ),
+            (
+                vec![os(b"pin"), os(b"\xff")],
+                "no old root is named \"\\xff\"",
+            ),
+            (
+                vec![os(b"\x1b[2Jrollback")],
+                "unknown command `\\x1b[2Jrollback`",
+            ),
+            (
+                vec![os(b"rollback"), os(b"--root"), os(b"@r\xff")],
+                "--root: value \"@r\\xff\" is not valid UTF-8",
+            ),
+            (vec![os(b"rollback"), os(b"--\x1b[31m")], "unknown option"),
+        ] {
+            let Err(e) = parse(args.clone()) else {
+                panic!("accepted {args:?}")
+            };
+            let m = e.to_string();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+            assert!(m.contains(want), "{args:?}: {m}");
+            assert!(!m.chars().any(escape::dangerous), "{m:?}");
+        }
+        let big = "y".repeat(1 << 20);
+        for args in [
+            vec!["rollback", "--keep", &big],
+            vec!["rollback", "--root", &big],
+            vec![&big],
+            vec!["diff", "a", &big],
+        ] {
+            let Err(e) = p(&args) else {
+                panic!("accepted a 1 MB argument")
+            };
+            let m = e.to_string();
+            assert!(m.len() < 1000, "{}", &m[..200]);
+        }
     }
 
     #[test]

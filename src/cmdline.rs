@@ -10,19 +10,20 @@ pub struct KernelArgs {
     pub warnings: Vec<String>,
 }
 
-/// Split like the kernel does: whitespace separated, double quotes group (`a="b c"`).
-fn words(cmdline: &str) -> Vec<String> {
+/// Split like the kernel does: whitespace separated, double quotes group (`a="b c"`). Bytes: the
+/// kernel command line need not be UTF-8.
+fn words(cmdline: &[u8]) -> Vec<Vec<u8>> {
     let mut out = vec![];
-    let mut cur = String::new();
+    let mut cur = Vec::new();
     let mut quoted = false;
     let mut any = false;
-    for c in cmdline.chars() {
+    for &c in cmdline {
         match c {
-            '"' => {
+            b'"' => {
                 quoted = !quoted;
                 any = true;
             }
-            c if c.is_whitespace() && !quoted => {
+            c if c.is_ascii_whitespace() && !quoted => {
                 if any {
                     out.push(std::mem::take(&mut cur));
                     any = false;
@@ -40,28 +41,36 @@ fn words(cmdline: &str) -> Vec<String> {
     out
 }
 
-pub fn parse(cmdline: &str) -> KernelArgs {
+pub fn parse(cmdline: &[u8]) -> KernelArgs {
     use crate::config::Mode;
     let mut k = KernelArgs::default();
     for w in words(cmdline) {
-        let (key, val) = match w.split_once('=') {
-            Some((a, b)) => (a.to_string(), Some(b.to_string())),
-            None => (w.clone(), None),
+        let (key, val) = match w.iter().position(|&b| b == b'=') {
+            Some(i) => (&w[..i], Some(&w[i + 1..])),
+            None => (&w[..], None),
         };
         // The kernel treats '-' and '_' alike in parameter names; so do we.
-        let key = key.replace('-', "_");
-        if !key.starts_with("rd.ephemeral_root") {
+        let key: Vec<u8> = key
+            .iter()
+            .map(|&b| if b == b'-' { b'_' } else { b })
+            .collect();
+        if !key.starts_with(b"rd.ephemeral_root") {
             continue;
         }
-        match (key.as_str(), val.as_deref()) {
-            ("rd.ephemeral_root", Some("skip")) => k.skip = true,
-            ("rd.ephemeral_root", Some("audit")) => k.force_mode = Some(Mode::Audit),
-            ("rd.ephemeral_root", Some("wipe")) => k.force_mode = Some(Mode::Wipe),
-            ("rd.ephemeral_root.restore", Some(name)) if !name.is_empty() => {
-                k.restore = Some(name.to_string())
+        let name = val
+            .filter(|v| !v.is_empty())
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .filter(|v| v.is_ascii() && !v.bytes().any(|b| b.is_ascii_control()));
+        match (key.as_slice(), val) {
+            (b"rd.ephemeral_root", Some(b"skip")) => k.skip = true,
+            (b"rd.ephemeral_root", Some(b"audit")) => k.force_mode = Some(Mode::Audit),
+            (b"rd.ephemeral_root", Some(b"wipe")) => k.force_mode = Some(Mode::Wipe),
+            (b"rd.ephemeral_root.restore", Some(_)) if name.is_some() => {
+                k.restore = name.map(str::to_string)
             }
             _ => k.warnings.push(format!(
-                "ignoring unknown kernel parameter {w:?}; known: rd.ephemeral_root=skip|audit|wipe, rd.ephemeral_root.restore=NAME"
+                "ignoring unknown kernel parameter {}; known: rd.ephemeral_root=skip|audit|wipe, rd.ephemeral_root.restore=NAME",
+                crate::escape::quoted(&w)
             )),
         }
     }
@@ -115,7 +124,7 @@ mod tests {
             ),
         ];
         for (line, want) in cases {
-            assert_eq!(parse(line), want, "{line:?}");
+            assert_eq!(parse(line.as_bytes()), want, "{line:?}");
         }
     }
 
@@ -126,8 +135,9 @@ mod tests {
             "rd.ephemeral_root",
             "rd.ephemeral_root.restore=",
             "rd.ephemeral_root.keep=3",
+            "rd.ephemeral_root.restore=\u{1b}[31m",
         ] {
-            let k = parse(line);
+            let k = parse(line.as_bytes());
             assert!(
                 !k.skip && k.force_mode.is_none() && k.restore.is_none(),
                 "{line}"
@@ -139,8 +149,18 @@ mod tests {
             );
         }
         // A warning does not hide valid parameters next to it.
-        let k = parse("rd.ephemeral_root=bogus rd.ephemeral_root=skip");
+        let k = parse(b"rd.ephemeral_root=bogus rd.ephemeral_root=skip");
         assert!(k.skip);
         assert_eq!(k.warnings.len(), 1);
+        // Bytes that are not UTF-8 elsewhere on the line do not hide our parameters; in ours
+        // they are warned about, escaped.
+        let k = parse(b"quiet x=\xff\xfe rd.ephemeral_root=skip rd.ephemeral_root.restore=\xff");
+        assert!(k.skip && k.restore.is_none());
+        assert_eq!(k.warnings.len(), 1);
+        assert!(
+            k.warnings[0].contains("\"rd.ephemeral_root.restore=\\xff\""),
+            "{:?}",
+            k.warnings
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Settings: the config file (`key = value`), command-line options, and their merge.
 //! Command-line options win over the file; every error names the file, line and key.
 
+use crate::escape;
 use crate::retention::{parse_utc_offset, Policy, DEFAULT_POLICY};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -20,7 +22,10 @@ impl FsType {
             "btrfs" => Ok(FsType::Btrfs),
             "bcachefs" => Ok(FsType::Bcachefs),
             "zfs" => Ok(FsType::Zfs),
-            _ => Err(format!("unknown fstype {s:?}: use btrfs, bcachefs or zfs")),
+            _ => Err(format!(
+                "unknown fstype {}: use btrfs, bcachefs or zfs",
+                escape::quoted(s.as_bytes())
+            )),
         }
     }
 }
@@ -46,7 +51,10 @@ impl Mode {
         match s {
             "wipe" => Ok(Mode::Wipe),
             "audit" => Ok(Mode::Audit),
-            _ => Err(format!("unknown mode {s:?}: use wipe or audit")),
+            _ => Err(format!(
+                "unknown mode {}: use wipe or audit",
+                escape::quoted(s.as_bytes())
+            )),
         }
     }
 }
@@ -70,12 +78,48 @@ pub struct Partial {
     pub blank: Option<String>,
     pub keep: Option<Policy>,
     pub mode: Option<Mode>,
-    pub persist: Option<Vec<String>>,
+    /// Paths are bytes (a persisted path need not be UTF-8).
+    pub persist: Option<Vec<Vec<u8>>>,
     pub timezone: Option<i64>,
 }
 
-/// Apply one `key = value` to a partial config. The error is about the value only.
-pub fn apply_key(p: &mut Partial, key: &str, value: &str) -> Result<(), KeyError> {
+/// Keys that may be given more than once (their values add up).
+pub const REPEATABLE: &[&str] = &["persist"];
+
+/// Apply one `key = value` to a partial config. The error is about the value only. Values are
+/// bytes: `persist` takes any bytes but NUL; every other key needs UTF-8.
+pub fn apply_key(p: &mut Partial, key: &str, value: &[u8]) -> Result<(), KeyError> {
+    if key == "persist" {
+        let list = p.persist.get_or_insert_with(Vec::new);
+        for w in value
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+        {
+            if !w.starts_with(b"/") {
+                return Err(KeyError::Value(format!(
+                    "persistent path {} is not absolute; write it as it appears on the running system, e.g. /var/lib/nixos",
+                    escape::quoted(w)
+                )));
+            }
+            if w.contains(&0) {
+                return Err(KeyError::Value(format!(
+                    "persistent path {} contains a NUL byte",
+                    escape::quoted(w)
+                )));
+            }
+            list.push(w.to_vec());
+        }
+        return Ok(());
+    }
+    if !KEYS.contains(&key) {
+        return Err(KeyError::UnknownKey);
+    }
+    let value = std::str::from_utf8(value).map_err(|_| {
+        KeyError::Value(format!(
+            "value {} is not valid UTF-8",
+            escape::quoted(value)
+        ))
+    })?;
     let nonempty = |v: &str| {
         if v.is_empty() {
             Err(KeyError::Value("is empty".into()))
@@ -91,17 +135,6 @@ pub fn apply_key(p: &mut Partial, key: &str, value: &str) -> Result<(), KeyError
         "blank" => p.blank = Some(check_name("blank", nonempty(value)?)?),
         "keep" => p.keep = Some(Policy::parse(value).map_err(KeyError::Value)?),
         "mode" => p.mode = Some(Mode::parse(value).map_err(KeyError::Value)?),
-        "persist" => {
-            let list = p.persist.get_or_insert_with(Vec::new);
-            for w in value.split_whitespace() {
-                if !w.starts_with('/') {
-                    return Err(KeyError::Value(format!(
-                        "persistent path {w:?} is not absolute; write it as it appears on the running system, e.g. /var/lib/nixos"
-                    )));
-                }
-                list.push(w.to_string());
-            }
-        }
         "timezone" => p.timezone = Some(parse_utc_offset(value).map_err(KeyError::Value)?),
         _ => return Err(KeyError::UnknownKey),
     }
@@ -111,9 +144,10 @@ pub fn apply_key(p: &mut Partial, key: &str, value: &str) -> Result<(), KeyError
 /// A subvolume/dataset name must be relative to the filesystem and not climb out of it.
 fn check_name(what: &str, v: String) -> Result<String, KeyError> {
     let trimmed = v.trim_matches('/');
+    let q = escape::quoted(v.as_bytes());
     if trimmed.is_empty() {
         return Err(KeyError::Value(format!(
-            "{what} {v:?} names the top level of the filesystem itself; name a subvolume such as @root"
+            "{what} {q} names the top level of the filesystem itself; name a subvolume such as @root"
         )));
     }
     if trimmed
@@ -121,11 +155,18 @@ fn check_name(what: &str, v: String) -> Result<String, KeyError> {
         .any(|c| c == ".." || c == "." || c.is_empty())
     {
         return Err(KeyError::Value(format!(
-            "{what} {v:?} must be a plain path inside the filesystem (no '.', '..' or '//')"
+            "{what} {q} must be a plain path inside the filesystem (no '.', '..' or '//')"
         )));
     }
-    if v.bytes().any(|b| b == 0 || b == b'\n') {
-        return Err(KeyError::Value(format!("{what} contains a NUL or newline")));
+    if trimmed.split('/').any(|c| c.len() > 255) || trimmed.len() > 4000 {
+        return Err(KeyError::Value(format!(
+            "{what} {q} is too long (a name is at most 255 bytes per component)"
+        )));
+    }
+    if v.chars().any(escape::dangerous) {
+        return Err(KeyError::Value(format!(
+            "{what} {q} contains a control character (shown escaped)"
+        )));
     }
     Ok(trimmed.to_string())
 }
@@ -148,49 +189,76 @@ pub const KEYS: &[&str] = &[
     "timezone",
 ];
 
-/// Parse config file text. `origin` names the file in messages.
-pub fn parse_file(text: &str, origin: &Path) -> Result<Partial, String> {
+/// Parse config file text (bytes). `origin` names the file in messages. A key given twice is an
+/// error naming both lines, except keys in [`REPEATABLE`].
+pub fn parse_file(text: &[u8], origin: &Path) -> Result<Partial, String> {
+    let o = escape::cut(origin.as_os_str().as_encoded_bytes());
     let mut p = Partial::default();
-    for (i, raw) in text.lines().enumerate() {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
         let lineno = i + 1;
-        let line = match raw.find('#') {
+        let line = match raw.iter().position(|&b| b == b'#') {
             Some(c) => &raw[..c],
             None => raw,
         }
-        .trim();
+        .trim_ascii();
         if line.is_empty() {
             continue;
         }
-        let Some((k, v)) = line.split_once('=') else {
+        let Some(eq) = line.iter().position(|&b| b == b'=') else {
             return Err(format!(
-                "{}:{lineno}: expected `key = value`, found {:?}",
-                origin.display(),
-                line
+                "{o}:{lineno}: expected `key = value`, found {}",
+                escape::quoted(line)
             ));
         };
-        let (k, v) = (k.trim(), v.trim());
+        let (k, v) = (line[..eq].trim_ascii(), line[eq + 1..].trim_ascii());
         let v = v
-            .strip_prefix('"')
-            .and_then(|x| x.strip_suffix('"'))
+            .strip_prefix(b"\"")
+            .and_then(|x| x.strip_suffix(b"\""))
             .unwrap_or(v);
-        match apply_key(&mut p, k, v) {
-            Ok(()) => {}
-            Err(KeyError::UnknownKey) => {
-                let hint = suggest(k, KEYS)
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
+        let Some(key) = KEYS.iter().copied().find(|known| known.as_bytes() == k) else {
+            return Err(unknown_key(&o, lineno, k));
+        };
+        if let Some(first) = seen.insert(key, lineno) {
+            if !REPEATABLE.contains(&key) {
                 return Err(format!(
-                    "{}:{lineno}: unknown key `{k}`{hint}; known keys: {}",
-                    origin.display(),
-                    KEYS.join(", ")
+                    "{o}:{lineno}: key `{key}` is given again (first at {o}:{first}); keep one of the two lines"
                 ));
             }
-            Err(KeyError::Value(e)) => {
-                return Err(format!("{}:{lineno}: key `{k}`: {e}", origin.display()))
-            }
+        }
+        match apply_key(&mut p, key, v) {
+            Ok(()) => {}
+            Err(KeyError::UnknownKey) => return Err(unknown_key(&o, lineno, k)),
+            Err(KeyError::Value(e)) => return Err(format!("{o}:{lineno}: key `{key}`: {e}")),
         }
     }
     Ok(p)
+}
+
+/// "unknown key" with a hint; a key with control characters or other odd bytes is shown escaped
+/// and said to be so (otherwise `root\0` would read "unknown key `root` (did you mean `root`?)").
+fn unknown_key(o: &str, lineno: usize, k: &[u8]) -> String {
+    let shown = escape::cut(k);
+    let printable: String = k
+        .utf8_chunks()
+        .flat_map(|c| c.valid().chars())
+        .filter(|c| !escape::dangerous(*c))
+        .collect();
+    let odd = !escape::is_plain(k);
+    let hint = suggest(&printable, KEYS)
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default();
+    if odd {
+        format!(
+            "{o}:{lineno}: unknown key `{shown}`: it contains a control character or bytes that are not UTF-8 (shown escaped){hint}; known keys: {}",
+            KEYS.join(", ")
+        )
+    } else {
+        format!(
+            "{o}:{lineno}: unknown key `{shown}`{hint}; known keys: {}",
+            KEYS.join(", ")
+        )
+    }
 }
 
 /// The closest known word within edit distance 2, for "did you mean".
@@ -225,7 +293,7 @@ pub fn load(path: Option<&Path>) -> Result<(Partial, Option<PathBuf>), String> {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
-    match std::fs::read_to_string(&p) {
+    match std::fs::read(&p) {
         Ok(text) => Ok((parse_file(&text, &p)?, Some(p))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             Ok((Partial::default(), None))
@@ -248,7 +316,7 @@ pub struct Settings {
     pub keep: Policy,
     pub keep_text: String,
     pub mode: Mode,
-    pub persist: Vec<String>,
+    pub persist: Vec<Vec<u8>>,
     pub timezone: i64,
     pub config_file: Option<PathBuf>,
 }
@@ -306,7 +374,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Partial, String> {
-        parse_file(text, Path::new("/etc/x.conf"))
+        parse_file(text.as_bytes(), Path::new("/etc/x.conf"))
     }
 
     #[test]
@@ -323,9 +391,9 @@ mod tests {
         assert_eq!(
             p.persist,
             Some(vec![
-                "/var/log".into(),
-                "/etc/machine-id".into(),
-                "/var/lib/nixos".into()
+                b"/var/log".to_vec(),
+                b"/etc/machine-id".to_vec(),
+                b"/var/lib/nixos".to_vec()
             ])
         );
         assert_eq!(p.timezone, Some(3600));
@@ -360,6 +428,78 @@ mod tests {
         for (text, want) in cases {
             let e = parse(text).unwrap_err();
             assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn repeated_keys_name_both_lines() {
+        let cases = [
+            (
+                "root = @root\n# x\nroot = @persist\n",
+                "/etc/x.conf:3: key `root` is given again (first at /etc/x.conf:1); keep one of the two lines",
+            ),
+            (
+                "keep = 5\nmode = wipe\nkeep = all\n",
+                "/etc/x.conf:3: key `keep` is given again (first at /etc/x.conf:1)",
+            ),
+            (
+                "device = /dev/a\n  device=/dev/a\n",
+                "/etc/x.conf:2: key `device` is given again (first at /etc/x.conf:1)",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        // Keys meant to repeat add up.
+        let p = parse("persist = /a\npersist = /b /c\n").unwrap();
+        assert_eq!(p.persist.map(|v| v.len()), Some(3));
+    }
+
+    #[test]
+    fn odd_bytes_in_keys_and_values() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"root\0 = @root\n",
+                "/etc/x.conf:1: unknown key `root\\x00`: it contains a control character or bytes that are not UTF-8 (shown escaped) (did you mean `root`?)",
+            ),
+            (
+                b"\x1b[31mroot = @root\n",
+                "unknown key `\\x1b[31mroot`: it contains a control character",
+            ),
+            (b"r\xffoot = x\n", "unknown key `r\\xffoot`: it contains"),
+            (b"root = @r\xffoot\n", "key `root`: value \"@r\\xffoot\" is not valid UTF-8"),
+            (
+                b"root = @ro\x1bot\n",
+                "key `root`: root \"@ro\\x1bot\" contains a control character",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse_file(text, Path::new("/etc/x.conf")).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+            assert!(!e.chars().any(escape::dangerous), "{e:?}");
+        }
+        // A persisted path is bytes.
+        let p = parse_file(b"persist = /var/lib/\xff\n", Path::new("/x")).unwrap();
+        assert_eq!(p.persist, Some(vec![b"/var/lib/\xff".to_vec()]));
+    }
+
+    #[test]
+    fn huge_values_are_cut_in_messages() {
+        let big = "x".repeat(1 << 20);
+        for text in [
+            format!("keep = {big}\n"),
+            format!("mode = {big}\n"),
+            format!("fstype = {big}\n"),
+            format!("timezone = {big}\n"),
+            format!("root = ../{big}\n"),
+            format!("persist = {big}\n"),
+            format!("{big} = 1\n"),
+            format!("{big}\n"),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert!(e.len() < 1000, "{} bytes: {}", e.len(), &e[..200]);
+            assert!(e.contains("…") && e.contains("bytes)"), "{e}");
         }
     }
 

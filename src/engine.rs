@@ -2,15 +2,17 @@
 //! plan made, plan printed or executed, result logged. `diff`, `restore` and `status` live in
 //! their own modules (full build only).
 
-use crate::backend::{self, Backend};
+use crate::backend::Backend;
 use crate::cli::{Cli, Command};
 use crate::config::{self, Mode, Settings};
 use crate::error::{Error, Result};
 use crate::lastrun::{self, LastRollback};
 use crate::layout::Kind;
+use crate::lock::{Mode as LockMode, Request as LockRequest};
 use crate::protocol::plan::{self, Plan, PlanError, Request, Step};
 use crate::protocol::{self, exec, State};
 use crate::{clock, cmdline, fault, json, timefmt};
+use std::os::unix::ffi::OsStrExt;
 use std::time::Instant;
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -18,6 +20,11 @@ pub fn run(cli: Cli) -> Result<()> {
     match command {
         Command::Help => {
             print!("{}", crate::cli::USAGE);
+            if !cfg!(feature = "tools") {
+                println!(
+                    "\nThis is the initrd build: diff, restore and status are in the full tool."
+                );
+            }
             return Ok(());
         }
         Command::Version => {
@@ -46,14 +53,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Finish => finish(&cli, &s, now),
         Command::List => list(&cli, &s, now),
         Command::Gc => gc(&cli, &s, now),
-        Command::Pin(n) => pin(&s, &n, true, now),
-        Command::Unpin(n) => pin(&s, &n, false, now),
+        Command::Pin(n) => pin(&cli, &s, &n, true, now),
+        Command::Unpin(n) => pin(&cli, &s, &n, false, now),
         Command::Check => check(&cli, &s, now),
-        Command::Baseline => baseline(&s, now),
+        Command::Baseline => baseline(&cli, &s, now),
         #[cfg(feature = "tools")]
         Command::Diff(old) => crate::diff::run(&cli, &s, old.as_deref()),
         #[cfg(feature = "tools")]
-        Command::Restore { old_root, path } => crate::restore::run(&cli, &s, &old_root, &path),
+        Command::Restore { old_root, path } => {
+            crate::restore::run(&cli, &s, &old_root, path.as_os_str())
+        }
         #[cfg(feature = "tools")]
         Command::Status => crate::status::run(&cli, &s),
         #[cfg(not(feature = "tools"))]
@@ -64,20 +73,9 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The blank template when it is an entry of the snapshots location (ZFS `S/.template@blank`):
-/// reported as a template, never as foreign.
-fn template_entry(s: &Settings) -> Option<String> {
-    let b = s.blank.as_deref()?;
-    let fs = b.split('@').next()?;
-    let rest = fs.strip_prefix(&s.snapshots)?.strip_prefix('/')?;
-    (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_string())
-}
-
-/// Open the backend and scan it.
-pub fn open_and_scan(s: &Settings, now: i64) -> Result<(Box<dyn Backend>, State)> {
-    let mut b = backend::open(s, now)?;
-    let st = protocol::scan(b.as_mut(), template_entry(s).as_deref())?;
-    Ok((b, st))
+/// The exclusive lock for a command that writes, none for a dry run (which writes nothing).
+fn writer<'a>(cli: &Cli, command: &'a str) -> Option<LockRequest<'a>> {
+    (!cli.dry_run).then(|| LockRequest::new(command, LockMode::Exclusive, cli.lock_wait))
 }
 
 fn plan_error(e: PlanError) -> Error {
@@ -121,7 +119,7 @@ fn rollback(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
     let started = Instant::now();
     let cmdline_text = match &cli.kernel_cmdline {
         Some(c) => c.clone(),
-        None => std::fs::read_to_string("/proc/cmdline").unwrap_or_default(),
+        None => std::fs::read("/proc/cmdline").unwrap_or_default(),
     };
     let k = cmdline::parse(&cmdline_text);
     for w in &k.warnings {
@@ -150,7 +148,7 @@ fn rollback(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
     }
     rec.mode = mode.to_string();
     let result = (|| -> Result<(Option<String>, Option<String>)> {
-        let (mut b, st) = open_and_scan(s, now)?;
+        let (mut b, st) = protocol::open_locked(s, now, writer(cli, "rollback"))?;
         log::info!(
             "{}: root {}, snapshots {}, mode {mode}, keep \"{}\"{}",
             st.fs,
@@ -213,7 +211,7 @@ fn rollback(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
 
 /// `finish` (after boot) and `gc`: seal, delete, prune; `finish` also takes the baseline.
 fn finish_like(cli: &Cli, s: &Settings, now: i64, what: &str, baseline: bool) -> Result<()> {
-    let (mut b, st) = open_and_scan(s, now)?;
+    let (mut b, st) = protocol::open_locked(s, now, writer(cli, what))?;
     let plan = plan::plan_finish(&st, &s.keep, now, s.timezone);
     if cli.dry_run {
         for d in &plan.retention {
@@ -241,8 +239,14 @@ fn finish_like(cli: &Cli, s: &Settings, now: i64, what: &str, baseline: bool) ->
         s.keep
     );
     if baseline && st.root.is_some() {
-        take_baseline(b.as_mut())?;
-        log::info!("{what}: baseline taken");
+        // Once per boot: a finish that runs again (a re-started unit, `nixos-rebuild switch`)
+        // must not move the baseline, or `diff` would forget what changed since boot.
+        if crate::lastrun::baseline_taken_this_boot() {
+            log::info!("{what}: baseline already taken this boot; keeping it");
+        } else {
+            take_baseline(b.as_mut())?;
+            log::info!("{what}: baseline taken");
+        }
     }
     b.close()
 }
@@ -255,21 +259,31 @@ fn gc(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
     finish_like(cli, s, now, "gc", false)
 }
 
-/// Take the baseline and make it durable.
+/// Take the baseline and make it durable, and remember (in /run, so for this boot) that it was.
 fn take_baseline(b: &mut dyn Backend) -> Result<()> {
     b.create_snapshots_location()?;
     b.take_baseline()?;
     fault::point(fault::Point::BaselineDone);
-    b.sync()
+    b.sync()?;
+    crate::lastrun::mark_baseline_taken();
+    Ok(())
 }
 
-fn baseline(s: &Settings, now: i64) -> Result<()> {
+fn baseline(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
     if crate::mounts::root_is_tmpfs(&crate::mounts::read_mountinfo()?) {
         return Err(Error::Usage(
             "/ is a tmpfs: there is nothing to snapshot; `diff` walks / directly".into(),
         ));
     }
-    let (mut b, st) = open_and_scan(s, now)?;
+    let (mut b, st) = protocol::open_locked(
+        s,
+        now,
+        Some(LockRequest::new(
+            "baseline",
+            LockMode::Exclusive,
+            cli.lock_wait,
+        )),
+    )?;
     if st.root.is_none() {
         b.close()?;
         return Err(Error::Usage(format!(
@@ -287,8 +301,17 @@ fn baseline(s: &Settings, now: i64) -> Result<()> {
     Ok(())
 }
 
-fn pin(s: &Settings, name: &str, on: bool, now: i64) -> Result<()> {
-    let (mut b, st) = open_and_scan(s, now)?;
+fn pin(cli: &Cli, s: &Settings, name: &str, on: bool, now: i64) -> Result<()> {
+    let command = if on { "pin" } else { "unpin" };
+    let (mut b, st) = protocol::open_locked(
+        s,
+        now,
+        Some(LockRequest::new(
+            command,
+            LockMode::Exclusive,
+            cli.lock_wait,
+        )),
+    )?;
     let Some(o) = st.find_old_root(name) else {
         b.close()?;
         return Err(Error::Usage(format!(
@@ -305,7 +328,7 @@ fn pin(s: &Settings, name: &str, on: bool, now: i64) -> Result<()> {
 }
 
 fn list(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
-    let (b, st) = open_and_scan(s, now)?;
+    let (b, st) = protocol::open(s, now)?;
     b.close()?;
     let v = st.old_roots();
     let newest = v.last().map(|o| o.name.to_string());
@@ -313,24 +336,40 @@ fn list(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
         let items: Vec<String> = v
             .iter()
             .map(|o| {
-                json::object(&[
+                // Nested paths are strings; when one is not UTF-8, `nested_hex` has every path's
+                // exact bytes (as `name_hex` in check --json).
+                let nested: Vec<String> = o
+                    .facts
+                    .nested
+                    .iter()
+                    .map(|n| match n.to_str() {
+                        Some(t) => json::string(t),
+                        None => json::string(&crate::escape::escape(n.as_bytes())),
+                    })
+                    .collect();
+                let mut f = vec![
                     ("name", json::string(o.name)),
                     ("time", json::string(&timefmt::rfc3339(o.time))),
                     ("pinned", o.facts.pinned.to_string()),
                     ("newest", (Some(o.name) == newest.as_deref()).to_string()),
                     ("readonly", o.facts.readonly.to_string()),
                     ("sealed", o.sealed.to_string()),
-                    (
-                        "nested",
-                        json::array(
-                            &o.facts
-                                .nested
-                                .iter()
-                                .map(|n| crate::escape::json_name(n))
-                                .collect::<Vec<_>>(),
-                        ),
-                    ),
-                ])
+                    ("nested", json::array(&nested)),
+                ];
+                if o.facts.nested.iter().any(|n| n.to_str().is_none()) {
+                    let hex: Vec<String> = o
+                        .facts
+                        .nested
+                        .iter()
+                        .map(|n| {
+                            let h: String =
+                                n.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+                            json::string(&h)
+                        })
+                        .collect();
+                    f.push(("nested_hex", json::array(&hex)));
+                }
+                json::object(&f)
             })
             .collect();
         println!("{}", json::array(&items));
@@ -374,10 +413,8 @@ fn check_json(st: &State, problems: &[String]) -> String {
         .entries
         .iter()
         .map(|e| {
-            let mut f = vec![
-                ("name", crate::escape::json_name(&e.name)),
-                ("kind", json::string(e.kind.as_str())),
-            ];
+            let mut f = json::name_fields("name", "name_hex", e.name.as_bytes());
+            f.push(("kind", json::string(e.kind.as_str())));
             if matches!(e.kind, Kind::OldRoot | Kind::Baseline | Kind::Pending) {
                 f.push(("readonly", e.facts.readonly.to_string()));
             }
@@ -412,7 +449,7 @@ fn check_json(st: &State, problems: &[String]) -> String {
 }
 
 fn check(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
-    let (b, mut st) = open_and_scan(s, now)?;
+    let (b, mut st) = protocol::open(s, now)?;
     b.close()?;
     let mut problems = st.problems();
     let mounted = st.root.as_mut().and_then(|r| r.facts.mounted_at.take());

@@ -69,16 +69,37 @@ impl Point {
     }
 }
 
+/// Points in `restore` (not part of a rollback or finish, so not in [`Point::ALL`], which the
+/// crash-safety tests walk): before each non-directory is copied, and after the copy is complete
+/// but before it is synced and renamed into place.
+#[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+pub const RESTORE_POINTS: &[&str] = &["restore:copying", "restore:copied"];
+
 #[cfg(feature = "fault-injection")]
 pub fn point(p: Point) {
+    hit(p.name())
+}
+
+/// A point of [`RESTORE_POINTS`].
+#[cfg(feature = "fault-injection")]
+pub fn restore_point(name: &str) {
+    debug_assert!(
+        RESTORE_POINTS.contains(&name),
+        "unregistered fault point {name}"
+    );
+    hit(name)
+}
+
+#[cfg(feature = "fault-injection")]
+fn hit(name: &str) {
     if let Some(ms) = std::env::var("EPHEMERAL_ROOT_FAULT_DELAY_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
     {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
-    if std::env::var("EPHEMERAL_ROOT_FAULT").ok().as_deref() == Some(p.name()) {
-        log::error!("fault injection: aborting at {}", p.name());
+    if std::env::var("EPHEMERAL_ROOT_FAULT").ok().as_deref() == Some(name) {
+        log::error!("fault injection: aborting at {name}");
         std::process::abort();
     }
 }

@@ -8,6 +8,24 @@ pub fn state_dir() -> String {
     std::env::var("EPHEMERAL_ROOT_STATE_DIR").unwrap_or_else(|_| crate::mounts::RUN_DIR.to_string())
 }
 
+/// `finish` takes the baseline once per boot: this file in /run (gone at the next boot) says it
+/// did.
+fn baseline_marker() -> String {
+    format!("{}/baseline-taken", state_dir())
+}
+
+pub fn baseline_taken_this_boot() -> bool {
+    std::path::Path::new(&baseline_marker()).exists()
+}
+
+pub fn mark_baseline_taken() {
+    let res = std::fs::create_dir_all(state_dir())
+        .and_then(|_| std::fs::write(baseline_marker(), b"1\n"));
+    if let Err(e) = res {
+        log::warn!("could not write {}: {e}", baseline_marker());
+    }
+}
+
 pub fn path() -> String {
     format!("{}/last-rollback.json", state_dir())
 }

@@ -17,9 +17,12 @@ mod engine;
 mod error;
 mod escape;
 mod fault;
+#[cfg(test)]
+mod fuzz;
 mod json;
 mod lastrun;
 mod layout;
+mod lock;
 mod logger;
 mod mounts;
 mod probe;
@@ -28,8 +31,14 @@ mod protocol;
 mod restore;
 mod retention;
 #[cfg(feature = "tools")]
+mod signals;
+#[cfg(feature = "tools")]
 mod status;
+#[cfg(test)]
+mod testrand;
 mod timefmt;
+#[cfg(feature = "tools")]
+mod walk;
 mod zfs;
 
 fn main() {

@@ -95,23 +95,7 @@ impl MountInfo {
 }
 
 fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&unescape_bytes(s.as_bytes())).into_owned()
 }
 
 /// Parse mountinfo text. Malformed lines are skipped.
@@ -136,8 +120,40 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
 }
 
 pub fn read_mountinfo() -> Result<Vec<MountInfo>> {
-    let t = std::fs::read_to_string("/proc/self/mountinfo").ctx(|| "read /proc/self/mountinfo")?;
-    Ok(parse_mountinfo(&t))
+    // Bytes: a mount point that is not UTF-8 (anyone with FUSE can make one) must not make every
+    // command fail; such a line never matches our own mounts.
+    let t = std::fs::read("/proc/self/mountinfo").ctx(|| "read /proc/self/mountinfo")?;
+    Ok(parse_mountinfo(&String::from_utf8_lossy(&t)))
+}
+
+/// Mount points of this mount namespace, as bytes (octal escapes of mountinfo undone).
+#[cfg(feature = "tools")]
+pub fn mount_points() -> Vec<Vec<u8>> {
+    let Ok(t) = std::fs::read("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    t.split(|&b| b == b'\n')
+        .filter_map(|l| l.split(|&b| b == b' ').nth(4))
+        .map(unescape_bytes)
+        .collect()
+}
+
+fn unescape_bytes(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Is `path` (a subvolume path relative to the top level, without leading '/') or anything

@@ -22,6 +22,9 @@ pub struct Super {
     pub label: String,
     /// bcachefs: number of member devices the filesystem has.
     pub nr_devices: u32,
+    /// Which member of its filesystem this device is (btrfs devid, bcachefs device index): two
+    /// devices that claim the same member of the same filesystem are copies.
+    pub member: u64,
 }
 
 fn read_at(f: &mut std::fs::File, off: u64, buf: &mut [u8]) -> std::io::Result<bool> {
@@ -48,6 +51,7 @@ pub fn parse_super(sb_bch: &[u8], sb_btrfs: &[u8]) -> Option<Super> {
             uuid,
             label: label_of(&sb_btrfs[0x12B..0x12B + 256]),
             nr_devices: u64::from_le_bytes(sb_btrfs[0x88..0x90].try_into().ok()?) as u32,
+            member: u64::from_le_bytes(sb_btrfs[0xC9..0xD1].try_into().ok()?),
         });
     }
     if sb_bch.len() >= 128 {
@@ -63,6 +67,7 @@ pub fn parse_super(sb_bch: &[u8], sb_btrfs: &[u8]) -> Option<Super> {
                 uuid,
                 label: label_of(&sb_bch[72..104]),
                 nr_devices: u32::from(nr),
+                member: u64::from(dev_idx),
             });
         }
     }
@@ -99,7 +104,8 @@ fn block_devices() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir("/sys/class/block")
         .map(|rd| {
             rd.filter_map(|e| e.ok())
-                .map(|e| format!("/dev/{}", e.file_name().to_string_lossy()))
+                // Kernel block device names are ASCII; anything else is not one we can name.
+                .filter_map(|e| e.file_name().to_str().map(|n| format!("/dev/{n}")))
                 .filter(|p| std::path::Path::new(p).exists())
                 .collect()
         })
@@ -109,9 +115,11 @@ fn block_devices() -> Vec<String> {
 }
 
 /// Resolve `UUID=…`, `LABEL=…` or a path to the device path(s) of the filesystem: for a
-/// multi-device filesystem, every member with the same UUID.
+/// multi-device filesystem, every member with the same UUID. `UUID=`/`LABEL=` matching more than
+/// one filesystem, or two devices that claim to be the same member of one filesystem (a `dd`
+/// copy), is an error naming every device; an empty `UUID=`/`LABEL=` is a usage error.
 pub fn resolve_devices(spec: &str) -> Result<(Vec<String>, Option<Super>)> {
-    let by = |pred: &dyn Fn(&Super) -> bool| -> Vec<(String, Super)> {
+    let scan = |pred: &dyn Fn(&Super) -> bool| -> Vec<(String, Super)> {
         block_devices()
             .into_iter()
             .filter_map(|d| match read_super(&d) {
@@ -120,49 +128,106 @@ pub fn resolve_devices(spec: &str) -> Result<(Vec<String>, Option<Super>)> {
             })
             .collect()
     };
-    let found: Vec<(String, Super)> = if let Some(u) = spec.strip_prefix("UUID=") {
-        let u = u.to_ascii_lowercase();
-        by(&|s| format_uuid(&s.uuid) == u)
-    } else if let Some(l) = spec.strip_prefix("LABEL=") {
-        by(&|s| s.label == l)
+    let shown = crate::escape::cut_str(spec);
+    let by_tag = if let Some(u) = spec.strip_prefix("UUID=") {
+        Some(("UUID", u))
     } else {
-        let sup = match read_super(spec) {
-            Ok(s) => s,
-            Err(e) => {
-                return Err(Error::Usage(format!(
-                    "device {spec} cannot be read ({}); check --device / `device =` in the config",
-                    e.errno()
-                        .map(|n| std::io::Error::from_raw_os_error(n).to_string())
-                        .unwrap_or_else(|| e.to_string())
-                )))
-            }
+        spec.strip_prefix("LABEL=").map(|l| ("LABEL", l))
+    };
+    if let Some((tag, value)) = by_tag {
+        if value.is_empty() {
+            return Err(Error::Usage(format!(
+                "--device {tag}= has an empty value (it would match any filesystem without one); name the filesystem by {tag}=<value> or by its device path"
+            )));
+        }
+        let found = if tag == "UUID" {
+            let u = value.to_ascii_lowercase();
+            scan(&|s| format_uuid(&s.uuid) == u)
+        } else {
+            scan(&|s| s.label == value)
         };
-        match sup {
-            None => return Ok((vec![spec.to_string()], None)),
-            Some(s) if s.nr_devices > 1 => {
-                let mut members: Vec<String> = by(&|o| o.uuid == s.uuid)
-                    .into_iter()
-                    .map(|(d, _)| d)
-                    .collect();
-                let canon = std::fs::canonicalize(spec)
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or(spec.to_string());
-                members.retain(|m| *m != canon && m != spec);
-                members.insert(0, spec.to_string());
-                return Ok((members, Some(s)));
-            }
-            Some(s) => return Ok((vec![spec.to_string()], Some(s))),
+        return pick(&shown, found).map(|(d, s)| (d, Some(s)));
+    }
+    let sup = match read_super(spec) {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(Error::Usage(format!(
+                "device {shown} cannot be read ({}); check --device / `device =` in the config",
+                e.errno()
+                    .map(|n| std::io::Error::from_raw_os_error(n).to_string())
+                    .unwrap_or_else(|| e.to_string())
+            )))
         }
     };
-    match found.first() {
-        None => Err(Error::Usage(format!(
-            "no block device has a btrfs or bcachefs filesystem with {spec}; check --device / `device =` (by-uuid/by-label links, `blkid`)"
-        ))),
-        Some((_, s)) => {
-            let s = s.clone();
-            Ok((found.into_iter().filter(|(_, o)| o.uuid == s.uuid).map(|(d, _)| d).collect(), Some(s)))
+    match sup {
+        None => Ok((vec![spec.to_string()], None)),
+        Some(s) if s.nr_devices > 1 => {
+            let canon = std::fs::canonicalize(spec)
+                .map(|p| p.as_os_str().as_encoded_bytes().to_vec())
+                .unwrap_or_else(|_| spec.as_bytes().to_vec());
+            let mut members = scan(&|o| o.uuid == s.uuid);
+            if !members
+                .iter()
+                .any(|(d, _)| d.as_bytes() == canon || d == spec)
+            {
+                members.push((spec.to_string(), s.clone()));
+            }
+            let (mut devs, _) = pick(&shown, members)?;
+            devs.retain(|m| m.as_bytes() != canon && m != spec);
+            devs.insert(0, spec.to_string());
+            Ok((devs, Some(s)))
         }
+        Some(s) => Ok((vec![spec.to_string()], Some(s))),
     }
+}
+
+/// From the devices that matched `spec`: the members of the one filesystem they hold, or an error
+/// naming every device when they hold more than one filesystem (by UUID) or when two of them claim
+/// the same member of one filesystem.
+pub fn pick(spec: &str, found: Vec<(String, Super)>) -> Result<(Vec<String>, Super)> {
+    let Some((_, first)) = found.first() else {
+        return Err(Error::Usage(format!(
+            "no block device has a btrfs or bcachefs filesystem with {spec}; check --device / `device =` (by-uuid/by-label links, `blkid`)"
+        )));
+    };
+    let first = first.clone();
+    let describe = |(d, s): &(String, Super)| {
+        format!(
+            "{} ({} UUID {}{})",
+            crate::escape::cut_str(d),
+            s.fstype,
+            format_uuid(&s.uuid),
+            if s.label.is_empty() {
+                String::new()
+            } else {
+                format!(", label \"{}\"", crate::escape::cut_str(&s.label))
+            }
+        )
+    };
+    let mut uuids: Vec<[u8; 16]> = found.iter().map(|(_, s)| s.uuid).collect();
+    uuids.sort();
+    uuids.dedup();
+    if uuids.len() > 1 {
+        return Err(Error::Usage(format!(
+            "{spec} matches {} filesystems: {}; pass --device with the device path (or UUID=) of the one you mean",
+            uuids.len(),
+            found.iter().map(describe).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let mut by_member: std::collections::BTreeMap<u64, Vec<&(String, Super)>> = Default::default();
+    for f in &found {
+        by_member.entry(f.1.member).or_default().push(f);
+    }
+    if let Some((m, devs)) = by_member.iter().find(|(_, v)| v.len() > 1) {
+        return Err(Error::Usage(format!(
+            "{spec}: {} devices claim to be member {m} of the same {} filesystem {} (copies, e.g. made with dd?): {}; detach the copy, or give it a new UUID (btrfstune -u), then try again",
+            devs.len(),
+            first.fstype,
+            format_uuid(&first.uuid),
+            devs.iter().map(|f| crate::escape::cut_str(&f.0)).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok((found.into_iter().map(|(d, _)| d).collect(), first))
 }
 
 #[cfg(test)]
@@ -262,6 +327,70 @@ mod tests {
             assert_eq!(format_uuid(&s.uuid), uuid, "{file}");
             assert_eq!(s.label, "nixos", "{file}");
             assert_eq!(s.nr_devices, nr, "{file}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_matches_name_every_device() {
+        let sup = |uuid: u8, member: u64, nr: u32| Super {
+            fstype: FsType::Btrfs,
+            uuid: [uuid; 16],
+            label: "nixos".into(),
+            nr_devices: nr,
+            member,
+        };
+        let d = |n: &str, s: Super| (n.to_string(), s);
+        // One filesystem on one device; one on two (members 1 and 2): fine.
+        let (devs, _) = pick("LABEL=nixos", vec![d("/dev/a", sup(1, 1, 1))]).unwrap();
+        assert_eq!(devs, ["/dev/a"]);
+        let (devs, _) = pick(
+            "LABEL=nixos",
+            vec![d("/dev/a", sup(1, 1, 2)), d("/dev/b", sup(1, 2, 2))],
+        )
+        .unwrap();
+        assert_eq!(devs, ["/dev/a", "/dev/b"]);
+        // Two filesystems with one label: every device named.
+        let e = pick(
+            "LABEL=nixos",
+            vec![
+                d("/dev/a", sup(1, 1, 1)),
+                d("/dev/b", sup(2, 1, 1)),
+                d("/dev/c", sup(2, 2, 2)),
+            ],
+        )
+        .unwrap_err();
+        let m = e.to_string();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            m.starts_with("LABEL=nixos matches 2 filesystems: /dev/a (btrfs UUID 01010101-"),
+            "{m}"
+        );
+        assert!(
+            m.contains("/dev/b (btrfs UUID 02020202-") && m.contains("/dev/c ("),
+            "{m}"
+        );
+        // A dd copy: same filesystem, same member, two devices.
+        let e = pick(
+            "UUID=x",
+            vec![d("/dev/a", sup(1, 1, 1)), d("/dev/b", sup(1, 1, 1))],
+        )
+        .unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("2 devices claim to be member 1 of the same btrfs filesystem")
+                && m.contains("/dev/a, /dev/b"),
+            "{m}"
+        );
+        // Nothing found.
+        assert!(pick("UUID=x", vec![])
+            .unwrap_err()
+            .to_string()
+            .contains("no block device"));
+        // Empty values are usage errors before anything is read.
+        for spec in ["LABEL=", "UUID="] {
+            let e = resolve_devices(spec).unwrap_err();
+            assert_eq!(e.exit_code(), 2);
+            assert!(e.to_string().contains("has an empty value"), "{e}");
         }
     }
 

@@ -8,6 +8,11 @@
 //! clock can never make every old root look ancient.
 
 use crate::timefmt::civil_from_days;
+
+/// A value quoted for a message: escaped, and cut when long.
+fn q(s: &str) -> String {
+    crate::escape::quoted(s.as_bytes())
+}
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +59,9 @@ impl Policy {
         for w in &words {
             let bad = || {
                 format!(
-                    "bad retention word {w:?} in {s:?}: expected N (newest), Nh, Nd, Nw, Nm, Ny or \"all\", e.g. \"5 4w 12m\""
+                    "bad retention word {} in {}: expected N (newest), Nh, Nd, Nw, Nm, Ny or \"all\", e.g. \"5 4w 12m\"",
+                    q(w),
+                    q(s)
                 )
             };
             let (digits, unit) = match w.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
@@ -69,7 +76,8 @@ impl Policy {
                 None => {
                     if newest.replace(n).is_some() {
                         return Err(format!(
-                            "retention policy {s:?} gives the newest count twice"
+                            "retention policy {} gives the newest count twice",
+                            q(s)
                         ));
                     }
                     continue;
@@ -83,7 +91,9 @@ impl Policy {
             };
             if periods.iter().any(|(u, _)| *u == unit) {
                 return Err(format!(
-                    "retention policy {s:?} names the unit of {w:?} twice"
+                    "retention policy {} names the unit of {} twice",
+                    q(s),
+                    q(w)
                 ));
             }
             periods.push((unit, n));
@@ -126,7 +136,12 @@ pub fn parse_utc_offset(s: &str) -> Result<i64, String> {
     if t.eq_ignore_ascii_case("utc") || t == "Z" || t == "+00:00" {
         return Ok(0);
     }
-    let bad = || format!("bad timezone {s:?}: use UTC or a fixed offset like +02:00 or -05:30");
+    let bad = || {
+        format!(
+            "bad timezone {}: use UTC or a fixed offset like +02:00 or -05:30",
+            q(s)
+        )
+    };
     let (sign, rest) = match t.as_bytes().first() {
         Some(b'+') => (1, &t[1..]),
         Some(b'-') => (-1, &t[1..]),

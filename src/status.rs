@@ -27,6 +27,8 @@ pub struct Status {
     pub baseline: bool,
     pub last: Option<LastRollback>,
     pub unpersisted: Option<(u64, u64)>,
+    /// Branches of the root the count could not look into (too deep, unreadable).
+    pub unpersisted_incomplete: Option<u64>,
 }
 
 fn gather(s: &Settings) -> Result<Status> {
@@ -36,7 +38,7 @@ fn gather(s: &Settings) -> Result<Status> {
     };
     st.last = crate::lastrun::read();
     let now = crate::clock::now();
-    let (mut b, state) = crate::engine::open_and_scan(s, now)?;
+    let (mut b, state) = crate::protocol::open(s, now)?;
     let r = (|| -> Result<()> {
         st.root_age = state.root.as_ref().map(|r| now - r.facts.began);
         let olds = state.old_roots();
@@ -59,12 +61,18 @@ fn gather(s: &Settings) -> Result<Status> {
         if state.root.is_some() {
             let rep = crate::diff::collect_current(b.as_mut(), s)?;
             st.unpersisted = Some((rep.files(), rep.bytes()));
+            st.unpersisted_incomplete = Some(rep.incomplete_count());
         }
         Ok(())
     })();
     b.close()?;
     r?;
     Ok(st)
+}
+
+/// Text from the record file, escaped and cut for the terminal.
+fn esc(s: &str) -> String {
+    crate::escape::cut_str(s)
 }
 
 fn human(st: &Status) -> String {
@@ -108,19 +116,19 @@ fn human(st: &Status) -> String {
             let _ = writeln!(
                 o,
                 "last rollback:   {} at {} ({} mode, {}){}{}",
-                l.result,
-                l.time,
-                l.mode,
+                esc(&l.result),
+                esc(&l.time),
+                esc(&l.mode),
                 l.duration_ms
                     .map(|d| format!("{d} ms"))
                     .unwrap_or_else(|| "duration unknown".into()),
                 l.kept
                     .as_ref()
-                    .map(|k| format!(", kept {k}"))
+                    .map(|k| format!(", kept {}", esc(k)))
                     .unwrap_or_default(),
                 l.error
                     .as_ref()
-                    .map(|e| format!(": {e}"))
+                    .map(|e| format!(": {}", esc(e)))
                     .unwrap_or_default()
             );
         }
@@ -134,13 +142,19 @@ fn human(st: &Status) -> String {
     }
     let _ = writeln!(
         o,
-        "not persisted:   {}",
+        "not persisted:   {}{}",
         st.unpersisted
             .map(|(f, b)| format!(
                 "{f} files, {} (`ephemeral-root diff` lists them)",
                 human_bytes(b)
             ))
-            .unwrap_or_else(|| "unknown".into())
+            .unwrap_or_else(|| "unknown".into()),
+        match st.unpersisted_incomplete {
+            Some(n) if n > 0 => format!(
+                "; at least: {n} branch(es) could not be looked into (`ephemeral-root diff` names them)"
+            ),
+            _ => String::new(),
+        }
     );
     o
 }
@@ -244,6 +258,12 @@ pub fn prometheus(st: &Status) -> String {
         "unpersisted_bytes",
         "Bytes on the root that the next boot erases (after noise rules).",
         &one(st.unpersisted.map(|x| x.1 as f64)),
+    );
+    metric(
+        &mut o,
+        "unpersisted_incomplete_branches",
+        "Directories the unpersisted counts could not look into (too deep, unreadable): the counts are a lower bound when this is above 0.",
+        &one(st.unpersisted_incomplete.map(|x| x as f64)),
     );
     o
 }

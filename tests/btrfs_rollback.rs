@@ -429,3 +429,35 @@ fn uncommitted_changes_on_a_mounted_filesystem_are_seen() {
     );
     assert!(fs.exists(&format!("@snapshots/{}/b", olds[1])));
 }
+
+#[test]
+fn finish_takes_the_baseline_once_per_boot() {
+    let Some(mut fs) = setup("finish-baseline") else {
+        return;
+    };
+    fs.write("@root/etc/a", "a");
+    fs.ok(&["rollback"]);
+    fs.ok(&["finish"]);
+    let id = |fs: &mut LoopFs| {
+        let out = sh(&format!("btrfs subvolume list {}", fs.mount().display()));
+        out.lines()
+            .find(|l| l.ends_with(" path @snapshots/.baseline"))
+            .map(str::to_string)
+    };
+    let first = id(&mut fs).expect("finish took a baseline");
+    // A second finish in the same boot (a re-started unit) keeps it: `diff` still sees the file.
+    fs.write("@root/var/lib/new/state", "x");
+    let o = fs.run(&["finish"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("baseline already taken this boot"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(id(&mut fs).as_deref(), Some(first.as_str()));
+    let d = fs.ok(&["diff"]);
+    assert!(d.contains("/var/lib/new"), "{d}");
+    // The next boot (a new /run) takes a new one; `baseline` itself always does.
+    fs.ok(&["baseline"]);
+    assert_ne!(id(&mut fs).as_deref(), Some(first.as_str()));
+}

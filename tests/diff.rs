@@ -358,7 +358,17 @@ fn diff_of_an_old_root() {
     boot_noise(&mut fs);
     day_of_use(&mut fs);
     fs.ok(&["rollback"]);
-    let name = fs.old_roots().pop().unwrap();
+    // Kept but not sealed until `finish`: diff reads it as it is.
+    let name = fs
+        .ls("@snapshots")
+        .into_iter()
+        .find_map(|n| n.strip_prefix(".kept.").map(str::to_string))
+        .expect("a kept root");
+    let out = fs.ok(&args(&["diff", &name]));
+    assert!(out.starts_with(&format!("old root {name}")), "{out}");
+    line_of(&out, "/var/lib/postgresql");
+    fs.ok(&["finish", "--no-baseline"]);
+    assert_eq!(fs.old_roots(), vec![name.clone()]);
     let out = fs.ok(&args(&["diff", &name]));
     assert!(out.starts_with(&format!("old root {name}")), "{out}");
     line_of(&out, "/var/lib/postgresql");
@@ -452,4 +462,361 @@ echo "baseline rc=$?"
         rest.contains("/ is a tmpfs") && rest.contains("baseline rc=2"),
         "{rest}"
     );
+}
+
+/// Run the binary (as `LoopFs::run` does) under `ulimit -n 1024`, the usual soft limit.
+fn run_limited(fs: &mut LoopFs, args: &[&str]) -> std::process::Output {
+    fs.umount();
+    std::fs::write(fs.dir.join("none.conf"), "").unwrap();
+    Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 1024 && exec \"$0\" \"$@\"")
+        .arg(bin())
+        .args(args)
+        .arg("--device")
+        .arg(&fs.dev)
+        .arg("--config")
+        .arg(fs.dir.join("none.conf"))
+        .env("EPHEMERAL_ROOT_LOG", "stderr")
+        .env("EPHEMERAL_ROOT_STATE_DIR", fs.dir.join("state"))
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .expect("run ephemeral-root")
+}
+
+/// A chain `d/d/…` `n` levels deep below `rel` on the mounted filesystem, with a file at the
+/// bottom, made through directory descriptors (a path that long cannot be named at once).
+fn chain(fs: &mut LoopFs, rel: &str, n: usize) {
+    use rustix::fs::{Mode, OFlags};
+    fs.mount();
+    std::fs::create_dir_all(fs.p(rel)).unwrap();
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut cur = rustix::fs::open(fs.p(rel), flags, Mode::empty()).unwrap();
+    for _ in 0..n {
+        rustix::fs::mkdirat(&cur, "d", Mode::from_raw_mode(0o755)).unwrap();
+        cur = rustix::fs::openat(&cur, "d", flags, Mode::empty()).unwrap();
+    }
+    let f = rustix::fs::openat(
+        &cur,
+        "leaf",
+        OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    rustix::io::write(&f, b"bottom").unwrap();
+}
+
+fn ok_out(o: &std::process::Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed ({:?}):\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout)
+            .chars()
+            .take(3000)
+            .collect::<String>(),
+        String::from_utf8_lossy(&o.stderr)
+            .chars()
+            .take(3000)
+            .collect::<String>()
+    );
+    String::from_utf8(o.stdout.clone()).expect("output is UTF-8")
+}
+
+/// Issue 10 item 6: a 3,000-level chain (any user can make one) under `ulimit -n 1024`, and a
+/// 30,000-level chain, in `diff` (walk and btrfs generation search) and `status --prometheus`.
+#[test]
+fn deep_chains_under_the_usual_fd_limit() {
+    if !require_root("deep_chains_under_the_usual_fd_limit") {
+        return;
+    }
+    let mut fs = new_fs("diff-deep");
+    fs.write("@root/var/lib/app/state", "s");
+    fs.ok(&["baseline"]);
+    chain(&mut fs, "@root/home/mallory/c3k", 3000);
+    // With a baseline: the generation search lists the new chain.
+    let o = run_limited(&mut fs, &["diff", "--json"]);
+    let json = ok_out(&o, "diff --json (baseline, 3000 levels)");
+    assert!(json.contains("by btrfs generation"), "{}", &json[..300]);
+    assert!(
+        json.contains(r#""path":"/home/mallory/c3k","kind":"directory""#),
+        "{}",
+        &json[..500]
+    );
+    assert!(json.contains(r#""incomplete":[]"#), "{}", &json[..500]);
+    // Without one: a walk.
+    fs.mount();
+    sh(&format!(
+        "btrfs -q subvolume delete {}",
+        fs.p("@snapshots/.baseline").display()
+    ));
+    let o = run_limited(&mut fs, &["diff", "--json"]);
+    let json = ok_out(&o, "diff --json (walk, 3000 levels)");
+    assert!(json.contains("walk; no baseline"), "{}", &json[..300]);
+    assert!(
+        json.contains(r#""path":"/home/mallory/c3k","kind":"directory","verdict":"persist","reason":"your files","files":1,"bytes":6"#),
+        "{}",
+        &json[..600]
+    );
+    let o = run_limited(&mut fs, &["status", "--prometheus"]);
+    let p = ok_out(&o, "status --prometheus (3000 levels)");
+    assert!(p.contains("ephemeral_root_unpersisted_files 2\n"), "{p}");
+    assert!(
+        p.contains("ephemeral_root_unpersisted_incomplete_branches 0\n"),
+        "{p}"
+    );
+
+    // 30,000 levels: no stack overflow, the walk gives up on the branch below 4096 levels and
+    // says so in one short line, everything else is still listed.
+    chain(&mut fs, "@root/home/mallory/c30k", 30_000);
+    let o = run_limited(&mut fs, &["diff"]);
+    let out = ok_out(&o, "diff (30000 levels)");
+    let note = out
+        .lines()
+        .find(|l| l.starts_with("incomplete: gave up on /home/mallory/c30k/d/d/"))
+        .unwrap_or_else(|| panic!("no note in:\n{}", &out[..out.len().min(3000)]));
+    assert!(
+        note.contains("more than 4096 levels deep") && note.len() < 400,
+        "{note}"
+    );
+    assert!(note.contains('…') && note.contains("bytes)"), "{note}");
+    assert!(
+        out.lines().all(|l| l.len() < 400),
+        "a long line in the output"
+    );
+    line_of(&out, "/var/lib/app");
+    let e = stderr(&o);
+    assert!(
+        e.contains("gave up on") && e.lines().all(|l| l.len() < 500),
+        "{}",
+        &e[..e.len().min(2000)]
+    );
+    let o = run_limited(&mut fs, &["status", "--prometheus"]);
+    let p = ok_out(&o, "status --prometheus (30000 levels)");
+    assert!(
+        p.contains("ephemeral_root_unpersisted_incomplete_branches 1\n"),
+        "{p}"
+    );
+    let o = run_limited(&mut fs, &["status"]);
+    let s = ok_out(&o, "status (30000 levels)");
+    assert!(s.contains("1 branch(es) could not be looked into"), "{s}");
+    // And with a baseline taken before the deep chain appeared (generation search).
+    fs.ok(&["baseline"]);
+    chain(&mut fs, "@root/home/mallory/c30k-later", 30_000);
+    let t = std::time::Instant::now();
+    let o = run_limited(&mut fs, &["diff", "--json"]);
+    let json = ok_out(&o, "diff --json (baseline, 30000 levels)");
+    eprintln!(
+        "diff with baseline over a new 30000-level chain: {:?}",
+        t.elapsed()
+    );
+    // Nothing countable (every directory of the chain has an entry; the file is too deep), but
+    // the branch is named, in full, in the JSON.
+    let want = format!(
+        r#""incomplete":[{{"path":"/home/mallory/c30k-later{}","why":"more than 4096 levels deep"#,
+        "/d".repeat(4096 - 3)
+    );
+    assert!(
+        json.contains(&want),
+        "{}",
+        &json[json.len().saturating_sub(400)..]
+    );
+}
+
+/// The generation search (btrfs, with a baseline) on each kind of change: content, mode (file
+/// and directory), rename in place, move into a new directory, a new hard link, a moved
+/// directory (listed with everything below it), an atime-only read, a new empty directory. Each
+/// case sits in its own /var/lib/<name> group, so `diff -v` names every file.
+#[test]
+fn baseline_diff_follows_each_kind_of_change() {
+    if !require_root("baseline_diff_follows_each_kind_of_change") {
+        return;
+    }
+    let mut fs = new_fs("diff-kinds");
+    for p in [
+        "content/f",
+        "mode/f",
+        "ren/from",
+        "out/f",
+        "link/f",
+        "read/f",
+        "tree/sub/deep/f",
+        "still/x",
+    ] {
+        fs.write(&format!("@root/var/lib/{p}"), "old");
+    }
+    fs.ok(&["baseline"]);
+    fs.mount();
+    let r = fs.p("@root/var/lib");
+    std::fs::write(r.join("content/f"), "new content").unwrap();
+    sh(&format!("chmod 600 {}", r.join("mode/f").display()));
+    sh(&format!("chmod 700 {}", r.join("still").display()));
+    std::fs::rename(r.join("ren/from"), r.join("ren/to")).unwrap();
+    std::fs::create_dir(r.join("fresh")).unwrap();
+    std::fs::rename(r.join("out/f"), r.join("fresh/moved-in")).unwrap();
+    std::fs::create_dir(r.join("linkdir")).unwrap();
+    std::fs::hard_link(r.join("link/f"), r.join("linkdir/f2")).unwrap();
+    std::fs::create_dir(r.join("moved")).unwrap();
+    std::fs::rename(r.join("tree"), r.join("moved/tree")).unwrap();
+    // Reads that update access times (the test's own mount is noatime otherwise).
+    sh(&format!(
+        "mount -o remount,strictatime {}",
+        fs.mnt.display()
+    ));
+    let before = std::fs::metadata(r.join("read/f")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let _ = std::fs::read(r.join("read/f")).unwrap();
+    let _ = std::fs::read_dir(r.join("read")).unwrap().count();
+    sh("sync");
+    let after = std::fs::metadata(r.join("read/f")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(
+        before.atime_nsec(),
+        after.atime_nsec(),
+        "the read moved the access time"
+    );
+    std::fs::create_dir(r.join("empty-new")).unwrap();
+    fs.umount();
+    let json = fs.ok(&["diff", "--json"]);
+    assert!(json.contains("by btrfs generation"), "{json}");
+    let out = fs.ok(&["diff", "-v"]);
+    for want in [
+        "/var/lib/content/f",
+        "/var/lib/mode/f",
+        "/var/lib/ren/to",
+        "/var/lib/fresh/moved-in",
+        "/var/lib/moved/tree/sub/deep/f",
+    ] {
+        assert!(out.contains(&format!("{want} (")), "{want} missing:\n{out}");
+    }
+    // The hard link: the inode is listed under one of its names.
+    assert!(
+        out.contains("/var/lib/link/f (") || out.contains("/var/lib/linkdir/f2 ("),
+        "{out}"
+    );
+    line_of(&out, "/var/lib/empty-new");
+    // Unchanged, read only, or only a directory's mode: not listed.
+    for not in [
+        "/var/lib/read",
+        "/var/lib/ren/from",
+        "/var/lib/tree",
+        "/var/lib/out",
+        "/var/lib/still",
+    ] {
+        assert!(
+            !out.lines()
+                .any(|l| l.contains(&format!("{not}/")) || l.contains(&format!("{not} "))),
+            "{not} listed:\n{out}"
+        );
+    }
+}
+
+/// Issue 10 item 5: names are bytes. A non-UTF-8 name, a name with a newline and one with a
+/// terminal escape sequence, in walk mode and with a baseline (generation search): plain output
+/// shows them escaped on one line each, `--json` parses and gives the exact bytes back, `--nix`
+/// parses.
+#[test]
+fn odd_names_are_listed_escaped_and_round_trip() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    if !require_root("odd_names_are_listed_escaped_and_round_trip") {
+        return;
+    }
+    let names: &[&[u8]] = &[
+        b"/var/lib/bad\xff\xfename/db",
+        b"/var/lib/new\nline/db",
+        b"/var/lib/\x1b[31mred\x1b[0m/db",
+        b"/home/al\xffce/notes",
+        b"/srv/tab\there/x",
+    ];
+    let mut fs = new_fs("diff-names");
+    fs.write("@root/var/lib/plain/db", "p");
+    let write_all = |fs: &mut LoopFs, tag: &[u8]| {
+        fs.mount();
+        for n in names {
+            let p = fs
+                .p("@root")
+                .join(OsStr::from_bytes(&[&n[1..], tag].concat()));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, "data").unwrap();
+        }
+    };
+    write_all(&mut fs, b"");
+    let check = |fs: &mut LoopFs, tag: &[u8], method: &str| {
+        let o = fs.run(&["diff", "-v"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        // No control character but the line ends, nothing that is not UTF-8.
+        let out = String::from_utf8(o.stdout.clone()).expect("plain output is UTF-8");
+        assert!(
+            !out.chars().any(|c| c.is_control() && c != '\n'),
+            "raw control characters in:\n{out:?}"
+        );
+        for want in [
+            "/var/lib/bad\\xff\\xfename/",
+            "/var/lib/new\\nline/",
+            "/var/lib/\\x1b[31mred\\x1b[0m/",
+            "/home/al\\xffce/notes",
+            "/srv/tab\\there",
+        ] {
+            let l = out
+                .lines()
+                .find(|l| l.contains(want))
+                .unwrap_or_else(|| panic!("{want} missing ({method}):\n{out}"));
+            assert!(l.contains(" — ") || l.trim_start().starts_with('/'), "{l}");
+        }
+        // JSON: parses, and each path comes back as its exact bytes.
+        let json = fs.ok(&["diff", "--json"]);
+        let j = fs.dir.join("names.json");
+        std::fs::write(&j, &json).unwrap();
+        let py = Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import json,sys\n\
+                 d=json.load(open(sys.argv[1]))\n\
+                 for g in d['groups']:\n\
+                 \x20   for o in [g]+g['largest']:\n\
+                 \x20       b=bytes.fromhex(o['path_hex']) if 'path_hex' in o else o['path'].encode()\n\
+                 \x20       print(b.hex())\n",
+            )
+            .arg(&j)
+            .output()
+            .expect("python3");
+        assert!(
+            py.status.success(),
+            "{}",
+            String::from_utf8_lossy(&py.stderr)
+        );
+        let got: Vec<Vec<u8>> = String::from_utf8(py.stdout)
+            .unwrap()
+            .lines()
+            .map(|h| {
+                (0..h.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                    .collect()
+            })
+            .collect();
+        for n in names {
+            let full = [n, tag].concat();
+            assert!(got.contains(&full), "{full:?} not in {got:?} ({method})");
+        }
+        assert!(json.contains(method), "{json}");
+        // Nix: parses; names it cannot hold printably are in comments, the newline one is "\n".
+        let nix = fs.ok(&["diff", "--nix"]);
+        assert!(!nix.chars().any(|c| c.is_control() && c != '\n'), "{nix:?}");
+        assert!(nix.contains("\"/var/lib/new\\nline\""), "{nix}");
+        assert!(
+            nix.contains("# left out") && nix.contains("bad\\xff\\xfename"),
+            "{nix}"
+        );
+        if let Some(parsed) = nix_parse(&nix) {
+            assert!(parsed.contains("persistence"), "{parsed}");
+        } else {
+            assert!(std::env::var("CI").is_err(), "CI must install nix-bin");
+        }
+    };
+    check(&mut fs, b"", "walk; no baseline");
+    fs.ok(&["baseline"]);
+    write_all(&mut fs, b"-2");
+    check(&mut fs, b"-2", "by btrfs generation");
 }

@@ -1,6 +1,8 @@
 //! `restore` from an old root on a real btrfs loop device: byte-identical content and metadata
 //! (mode, owner, ns timestamps, symlinks, hard links, FIFOs, xattrs incl. trusted.* and a POSIX
-//! ACL), refusal of escapes and of existing destinations. Needs root (see tests/common).
+//! ACL; setuid bits with --keep-privileges), refusal of escapes and of existing destinations.
+//! Hostile destinations, names, depths and interruptions: tests/restore_hostile.rs. Needs root
+//! (see tests/common).
 
 mod common;
 use common::*;
@@ -150,7 +152,7 @@ fn restore_brings_back_trees_with_metadata_and_refuses_escapes() {
         &format!("@root/tmp/{marker}/deep/file"),
         "default destination",
     );
-    fs.ok(&["rollback"]);
+    fs.boot(&["rollback"]);
     let name = fs.old_roots().pop().unwrap();
 
     let dest = fs.dir.join("out");
@@ -162,6 +164,7 @@ fn restore_brings_back_trees_with_metadata_and_refuses_escapes() {
         "/var/lib/app",
         "--to",
         to.to_str().unwrap(),
+        "--keep-privileges",
     ]);
     assert!(out.contains("restored /var/lib/app"), "{out}");
     fs.mount();
@@ -223,6 +226,7 @@ fn restore_brings_back_trees_with_metadata_and_refuses_escapes() {
         "--to",
         to.to_str().unwrap(),
         "--force",
+        "--keep-privileges",
     ]);
     assert!(!to.join("extra").exists());
     fs.mount();

@@ -154,3 +154,30 @@ fn status_and_prometheus() {
         Some(1767323045.0)
     );
 }
+
+/// Issue 10 item 9: `rollback --dry-run` writes nothing: no status record (also when the kernel
+/// command line says skip), and the filesystem is unchanged.
+#[test]
+fn rollback_dry_run_writes_no_record() {
+    if !require_root("rollback_dry_run_writes_no_record") {
+        return;
+    }
+    let mut fs = LoopFs::new("dry-run");
+    fs.subvol("@root");
+    fill_root(&mut fs, "a");
+    let before = fs.fingerprint();
+    let record = fs.dir.join("state/last-rollback.json");
+    for cmdline in ["", "rd.ephemeral_root=skip", "rd.ephemeral_root=audit"] {
+        let out = fs.ok(&["rollback", "--dry-run", "--kernel-cmdline", cmdline]);
+        assert!(
+            !record.exists(),
+            "--dry-run with {cmdline:?} wrote {}",
+            record.display()
+        );
+        assert!(!out.is_empty() || cmdline.contains("skip"), "{out}");
+    }
+    assert_eq!(fs.fingerprint(), before, "a dry run changed the filesystem");
+    // The real thing does write it.
+    fs.ok(&["rollback"]);
+    assert!(record.exists());
+}

@@ -9,7 +9,8 @@
 //!
 //! `rollback` moves the root, whole, into the snapshots location as `.kept.<name>` (a rename: its
 //! nested subvolumes travel with it). Two facts of 6.12 decide how it is sealed afterwards (both
-//! checked in the VM tests): a snapshot does not contain the subvolumes nested in its source
+//! checked in the VM tests; docs/kernel-interfaces.md#bcachefs-nested, #bcachefs-readonly): a
+//! snapshot does not contain the subvolumes nested in its source
 //! (their entries are simply absent), and a subvolume can be made read-only only when it is
 //! created (`SNAPSHOT_RO`); there is no ioctl to flip it later. So an old root is a read-only
 //! *snapshot* of the kept root, and its nested subvolumes are kept beside it:
@@ -78,7 +79,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// How long to retry ENOTEMPTY from DESTROY (6.12 clears a child's back-reference late).
+/// How long to retry ENOTEMPTY from DESTROY (6.12 clears a child's back-reference late; fixed
+/// upstream in 6.15: docs/kernel-interfaces.md#bcachefs-enotempty).
 const ENOTEMPTY_RETRY: Duration = Duration::from_secs(30);
 
 pub fn open(members: &[String], s: &Settings, now: i64) -> Result<Box<dyn super::Backend>> {
@@ -974,7 +976,7 @@ impl Browse for Bcachefs {
         self.entry_nested(BASELINE)
     }
 
-    fn changed_since_baseline(&mut self) -> Result<Option<Vec<String>>> {
+    fn changed_since_baseline(&mut self) -> Result<Option<super::Changed>> {
         Ok(None)
     }
 

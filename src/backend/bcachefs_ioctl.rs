@@ -104,6 +104,7 @@ pub fn snapshot(
 
 /// Destroy subvolume `name` (a direct entry of `dir`). ENOTEMPTY while it has child subvolumes
 /// (or, in 6.12, for a while after they were destroyed).
+/// (docs/kernel-interfaces.md#bcachefs-subvol-destroy, #bcachefs-enotempty)
 pub fn subvol_destroy(dir: BorrowedFd, name: impl AsRef<OsStr>) -> Result<(), Errno> {
     let dst = component(name.as_ref())?;
     subvol_ioctl(dir, true, 0, &dst, None)
@@ -133,6 +134,7 @@ impl Info {
 
 /// statx of `name` in `dir` (not following symlinks); `name` "" means `dir` itself.
 /// Fails with EOPNOTSUPP when the kernel does not report the subvolume.
+/// (docs/kernel-interfaces.md#bcachefs-statx)
 pub fn statx(dir: impl AsFd, name: impl AsRef<OsStr>) -> Result<Info, Errno> {
     let name = name.as_ref();
     let flags = if name.is_empty() {

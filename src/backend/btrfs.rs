@@ -640,12 +640,12 @@ impl Browse for Btrfs {
     }
 
     #[cfg(feature = "tools")]
-    fn changed_since_baseline(&mut self) -> Result<Option<Vec<String>>> {
+    fn changed_since_baseline(&mut self) -> Result<Option<super::Changed>> {
         self.baseline_changes()
     }
 
     #[cfg(not(feature = "tools"))]
-    fn changed_since_baseline(&mut self) -> Result<Option<Vec<String>>> {
+    fn changed_since_baseline(&mut self) -> Result<Option<super::Changed>> {
         Ok(None)
     }
 

@@ -1,5 +1,6 @@
 //! Raw btrfs ioctls (magic 0x94): argument structs, request numbers and thin safe wrappers.
-//! Numbers and layouts: linux/btrfs.h, described in docs/kernel-interfaces.md (btrfs). Request
+//! Numbers and layouts: linux/btrfs.h, described in docs/kernel-interfaces.md#btrfs-numbers and
+//! #btrfs-structs (encoding: #ioctl-encoding). Request
 //! numbers are computed from direction, type, number and argument size (`_IOW`/`_IOR`/`_IOWR`),
 //! the way the header defines them. All `unsafe` for btrfs lives in this file.
 #![allow(unsafe_code)]
@@ -26,7 +27,9 @@ const BTRFS_IOCTL_MAGIC: u8 = 0x94;
 // linux/btrfs.h: _IOW(BTRFS_IOCTL_MAGIC, 4, struct btrfs_ioctl_vol_args) and so on.
 const SCAN_DEV: Opcode = opcode::write::<VolArgs>(BTRFS_IOCTL_MAGIC, 4);
 const SYNC: Opcode = opcode::none(BTRFS_IOCTL_MAGIC, 8);
-const TREE_SEARCH: Opcode = opcode::read_write::<SearchArgs>(BTRFS_IOCTL_MAGIC, 17);
+/// `_IOWR(0x94, 17, struct btrfs_ioctl_search_args_v2)`: the size in the number is the key and
+/// the buffer size (112 bytes); the buffer follows them.
+const TREE_SEARCH_V2: Opcode = opcode::read_write::<SearchArgsV2Head>(BTRFS_IOCTL_MAGIC, 17);
 const INO_LOOKUP: Opcode = opcode::read_write::<InoLookupArgs>(BTRFS_IOCTL_MAGIC, 18);
 const SNAP_CREATE_V2: Opcode = opcode::write::<VolArgsV2>(BTRFS_IOCTL_MAGIC, 23);
 const SUBVOL_CREATE_V2: Opcode = opcode::write::<VolArgsV2>(BTRFS_IOCTL_MAGIC, 24);
@@ -78,11 +81,26 @@ pub struct SearchKey {
     pub unused4: u64,
 }
 
+/// The fixed part of `struct btrfs_ioctl_search_args_v2` (for the ioctl number).
 #[repr(C)]
-pub struct SearchArgs {
+pub struct SearchArgsV2Head {
     pub key: SearchKey,
-    pub buf: [u8; 3992],
+    pub buf_size: u64,
 }
+
+/// Buffer of a TREE_SEARCH_V2 batch: 64 KiB, 16 times the v1 buffer, so a search through many
+/// changed leaves costs a sixteenth of the ioctl round trips.
+const SEARCH_V2_BUF: usize = 64 * 1024;
+
+#[repr(C)]
+pub struct SearchArgsV2 {
+    pub key: SearchKey,
+    pub buf_size: u64,
+    pub buf: [u8; SEARCH_V2_BUF],
+}
+
+const _: () = assert!(std::mem::offset_of!(SearchArgsV2, buf) == 112);
+const _: () = assert!(std::mem::size_of::<SearchArgsV2Head>() == 112);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -118,7 +136,6 @@ const _: () = assert!(std::mem::size_of::<VolArgs>() == 4096);
 const _: () = assert!(std::mem::size_of::<VolArgsV2>() == 4096);
 const _: () = assert!(std::mem::size_of::<InoLookupArgs>() == 4096);
 const _: () = assert!(std::mem::size_of::<SearchKey>() == 104);
-const _: () = assert!(std::mem::size_of::<SearchArgs>() == 4096);
 const _: () = assert!(std::mem::size_of::<SubvolInfoArgs>() == 504);
 const _: () = assert!(std::mem::offset_of!(SubvolInfoArgs, otime) == 392);
 const _: () = assert!(std::mem::offset_of!(VolArgsV2, name) == 56);
@@ -148,7 +165,8 @@ fn c_str(buf: &[u8]) -> OsString {
     OsString::from_vec(buf[..end].to_vec())
 }
 
-/// Snapshot the subvolume that `src` is in, as `name` inside directory `dst_dir`.
+/// Snapshot the subvolume whose root directory is `src` (6.12 refuses any other directory with
+/// EINVAL), as `name` inside directory `dst_dir` (docs/kernel-interfaces.md#btrfs-snap-create).
 pub fn snap_create(
     dst_dir: BorrowedFd,
     src: BorrowedFd,
@@ -165,6 +183,7 @@ pub fn snap_create(
 }
 
 /// Create an empty subvolume `name` inside directory `dir`.
+/// (docs/kernel-interfaces.md#btrfs-subvol-create)
 pub fn subvol_create(dir: BorrowedFd, name: &OsStr) -> Result<(), Errno> {
     let mut a = zeroed_v2();
     put_name(&mut a.name, name)?;
@@ -173,6 +192,7 @@ pub fn subvol_create(dir: BorrowedFd, name: &OsStr) -> Result<(), Errno> {
 }
 
 /// Delete the subvolume with id `subvolid`; `fd` is any directory on the filesystem not inside it.
+/// (docs/kernel-interfaces.md#btrfs-snap-destroy)
 pub fn snap_destroy_by_id(fd: BorrowedFd, subvolid: u64) -> Result<(), Errno> {
     let mut a = zeroed_v2();
     a.flags = SUBVOL_SPEC_BY_ID;
@@ -183,6 +203,7 @@ pub fn snap_destroy_by_id(fd: BorrowedFd, subvolid: u64) -> Result<(), Errno> {
 }
 
 /// Read the ioctl flags (bit 1 = read-only) of the subvolume whose root directory is `fd`.
+/// (docs/kernel-interfaces.md#btrfs-subvol-flags: setting them commits a transaction)
 pub fn get_flags(fd: BorrowedFd) -> Result<u64, Errno> {
     let mut v: u64 = 0;
     // SAFETY: SUBVOL_GETFLAGS writes one u64; `v` is a valid, exclusively borrowed u64.
@@ -197,12 +218,14 @@ pub fn set_flags(fd: BorrowedFd, flags: u64) -> Result<(), Errno> {
 }
 
 /// Commit the current transaction (makes deletions and renames durable).
+/// (docs/kernel-interfaces.md#btrfs-sync)
 pub fn sync(fd: BorrowedFd) -> Result<(), Errno> {
     // SAFETY: BTRFS_IOC_SYNC takes no argument.
     unsafe { ioctl(fd, NoArg::<SYNC>::new()) }
 }
 
 /// Register a device with the btrfs module (multi-device filesystems). `ctl` is /dev/btrfs-control.
+/// (docs/kernel-interfaces.md#btrfs-scan-dev)
 pub fn scan_dev(ctl: BorrowedFd, dev: &str) -> Result<(), Errno> {
     let mut a = Box::new(VolArgs {
         fd: 0,
@@ -233,6 +256,7 @@ pub struct SubvolInfo {
     pub otime: i64,
 }
 
+/// (docs/kernel-interfaces.md#btrfs-subvol-info)
 pub fn subvol_info(fd: BorrowedFd) -> Result<SubvolInfo, Errno> {
     let zero_ts = Timespec {
         sec: 0,
@@ -279,6 +303,7 @@ pub fn subvol_info(fd: BorrowedFd) -> Result<SubvolInfo, Errno> {
 
 /// Path of directory inode `objectid` inside subvolume `treeid`, relative to that subvolume's
 /// root, with a trailing '/' (empty for the root directory itself).
+/// (docs/kernel-interfaces.md#btrfs-ino-lookup)
 pub fn ino_lookup(fd: BorrowedFd, treeid: u64, objectid: u64) -> Result<OsString, Errno> {
     let mut a = Box::new(InoLookupArgs {
         treeid,
@@ -339,6 +364,9 @@ pub fn search(fd: BorrowedFd, tree_id: u64, objectid: u64, typ: u32) -> Result<V
 /// Item type of an inode item (`BTRFS_INODE_ITEM_KEY`).
 pub const INODE_ITEM_KEY: u32 = 1;
 #[cfg(feature = "tools")]
+/// Item type of an inode's name in a directory (`BTRFS_INODE_REF_KEY`; offset: the directory).
+pub const INODE_REF_KEY: u32 = 12;
+#[cfg(feature = "tools")]
 /// Highest inode number a file tree uses (`BTRFS_LAST_FREE_OBJECTID`, -256).
 pub const LAST_FREE_OBJECTID: u64 = (-256i64) as u64;
 #[cfg(feature = "tools")]
@@ -372,18 +400,67 @@ fn next_key(k: Key) -> Option<Key> {
 /// block written in transaction `min_transid` or later (the `btrfs subvolume find-new` search).
 /// The kernel filters by tree-block generation, so a block rewritten for one changed item also
 /// yields its unchanged neighbours: callers check per-item generations themselves.
+/// (docs/kernel-interfaces.md#btrfs-tree-search)
 pub fn search_since(
     fd: BorrowedFd,
     tree_id: u64,
     min: Key,
     max: Key,
     min_transid: u64,
-    mut f: impl FnMut(RawItem<'_>),
+    f: impl FnMut(RawItem<'_>),
 ) -> Result<(), Errno> {
-    let mut cur = min;
-    loop {
-        let mut a = Box::new(SearchArgs {
-            key: SearchKey {
+    Searcher::new().search(fd, tree_id, min, max, min_transid, f)
+}
+
+/// The one TREE_SEARCH loop: TREE_SEARCH_V2 with a 64 KiB buffer, reusable across searches (the
+/// `diff` change listing makes many).
+pub struct Searcher {
+    a: Box<SearchArgsV2>,
+}
+
+impl Searcher {
+    pub fn new() -> Searcher {
+        Searcher {
+            a: Box::new(SearchArgsV2 {
+                key: SearchKey::default(),
+                buf_size: 0,
+                buf: [0; SEARCH_V2_BUF],
+            }),
+        }
+    }
+
+    /// [`search_since`] in 64 KiB batches.
+    pub fn search(
+        &mut self,
+        fd: BorrowedFd,
+        tree_id: u64,
+        min: Key,
+        max: Key,
+        min_transid: u64,
+        f: impl FnMut(RawItem<'_>),
+    ) -> Result<(), Errno> {
+        self.search_batches(fd, tree_id, min, max, min_transid, usize::MAX, f)
+    }
+
+    /// [`Searcher::search`], but at most `batches` ioctls (a lookup of one inode's few items
+    /// needs one; asking again only to hear "no more" would double its cost).
+    #[allow(clippy::too_many_arguments)]
+    #[cfg_attr(not(feature = "tools"), allow(dead_code))]
+    pub fn search_batches(
+        &mut self,
+        fd: BorrowedFd,
+        tree_id: u64,
+        min: Key,
+        max: Key,
+        min_transid: u64,
+        batches: usize,
+        mut f: impl FnMut(RawItem<'_>),
+    ) -> Result<(), Errno> {
+        let a = &mut self.a;
+        let mut calls = 0;
+        let mut cur = min;
+        loop {
+            a.key = SearchKey {
                 tree_id,
                 min_objectid: cur.0,
                 max_objectid: max.0,
@@ -393,35 +470,46 @@ pub fn search_since(
                 max_offset: max.2,
                 min_transid,
                 max_transid: u64::MAX,
-                nr_items: 4096,
+                nr_items: u32::MAX,
                 ..SearchKey::default()
-            },
-            buf: [0; 3992],
-        });
-        // SAFETY: TREE_SEARCH reads the key and fills the 3992-byte buffer of a 4096-byte
-        // btrfs_ioctl_search_args (size asserted); parsing below is bounds-checked.
-        unsafe { ioctl(fd, Updater::<TREE_SEARCH, SearchArgs>::new(&mut *a))? };
-        let n = a.key.nr_items as usize;
-        if n == 0 {
-            return Ok(());
-        }
-        let mut off = 0usize;
-        let mut last = cur;
-        for _ in 0..n {
-            let (oid, ioff, ityp, len) = search_header(&a.buf, off)?;
-            let data = a.buf.get(off + 32..off + 32 + len).ok_or(Errno::IO)?;
-            off += 32 + len;
-            last = (oid, ityp, ioff);
-            f(RawItem { key: last, data });
-        }
-        match next_key(last) {
-            Some(k) if k <= max => cur = k,
-            _ => return Ok(()),
+            };
+            a.buf_size = SEARCH_V2_BUF as u64;
+            // SAFETY: TREE_SEARCH_V2 reads the key and buf_size and fills at most buf_size bytes
+            // of the buffer that follows them in SearchArgsV2 (offset asserted); parsing below
+            // is bounds-checked.
+            unsafe { ioctl(fd, Updater::<TREE_SEARCH_V2, SearchArgsV2>::new(&mut **a))? };
+            calls += 1;
+            let n = a.key.nr_items as usize;
+            if n == 0 {
+                return Ok(());
+            }
+            let mut off = 0usize;
+            let mut last = cur;
+            for _ in 0..n {
+                let (oid, ioff, ityp, len) = search_header(&a.buf, off)?;
+                let data = a.buf.get(off + 32..off + 32 + len).ok_or(Errno::IO)?;
+                off += 32 + len;
+                last = (oid, ityp, ioff);
+                f(RawItem { key: last, data });
+            }
+            match next_key(last) {
+                Some(k) if k <= max && calls < batches => cur = k,
+                _ => return Ok(()),
+            }
         }
     }
 }
 
+/// The first name in a `btrfs_inode_ref` item (index u64, name_len u16, name): an inode's name in
+/// the directory that is the item's key offset.
+#[cfg(feature = "tools")]
+pub fn parse_inode_ref_name(data: &[u8]) -> Option<&[u8]> {
+    let len = u16::from_le_bytes(data.get(8..10)?.try_into().ok()?) as usize;
+    data.get(10..10 + len)
+}
+
 /// Parse a `btrfs_root_ref` item: (dirid, name).
+/// (docs/kernel-interfaces.md#btrfs-tree-items)
 pub fn parse_root_ref(data: &[u8]) -> Option<(u64, OsString)> {
     let dirid = u64::from_le_bytes(data.get(0..8)?.try_into().ok()?);
     let name_len = u16::from_le_bytes(data.get(16..18)?.try_into().ok()?) as usize;
@@ -497,7 +585,7 @@ mod tests {
         for (got, want) in [
             (SCAN_DEV, 0x5000_9404u32),
             (SYNC, 0x0000_9408),
-            (TREE_SEARCH, 0xd000_9411),
+            (TREE_SEARCH_V2, 0xc070_9411),
             (INO_LOOKUP, 0xd000_9412),
             (SNAP_CREATE_V2, 0x5000_9417),
             (SUBVOL_CREATE_V2, 0x5000_9418),

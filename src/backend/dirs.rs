@@ -13,6 +13,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 /// Open directory `rel` (a `/`-separated path) beneath `base`: no `..` escape, no symlink, no
 /// magic link, no mount crossed. An empty `rel` opens `base` itself.
+/// (docs/kernel-interfaces.md#vfs-openat2)
 pub fn open_dir_beneath(base: impl AsFd, rel: impl AsRef<OsStr>) -> Result<OwnedFd, Errno> {
     let b = rel.as_ref().as_bytes();
     let start = b.iter().position(|&c| c != b'/').unwrap_or(b.len());
@@ -378,7 +379,8 @@ impl Top {
     }
 
     /// Create the snapshots location with `create` (a subvolume) unless it exists: checked first,
-    /// since bcachefs logs every failed ioctl, EEXIST included, to the kernel log.
+    /// since the out-of-tree bcachefs logs a failed SUBVOLUME_CREATE, EEXIST included, to the
+    /// kernel log (docs/kernel-interfaces.md#bcachefs-kernel-log); 6.12 does not.
     pub fn create_snapshots_location(
         &self,
         create: impl FnOnce(rustix::fd::BorrowedFd, &OsStr) -> Result<(), Errno>,
@@ -533,6 +535,10 @@ macro_rules! top_fs {
 
         fn close(self: Box<Self>) -> Result<()> {
             self.t.close()
+        }
+
+        fn lock_fd(&self) -> rustix::fd::BorrowedFd<'_> {
+            rustix::fd::AsFd::as_fd(&self.t.fd)
         }
 
         fn blank_exists(&mut self) -> Result<Option<bool>> {

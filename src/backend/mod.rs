@@ -37,6 +37,16 @@ use std::fmt;
 #[cfg(feature = "tools")]
 use std::path::PathBuf;
 
+/// What changed since the baseline (see [`Backend::changed_since_baseline`]).
+#[cfg(feature = "tools")]
+#[derive(Debug, Clone, Default)]
+pub struct Changed {
+    /// Paths relative to the root, as bytes (no leading `/`).
+    pub paths: Vec<Vec<u8>>,
+    /// Branches that could not be listed (paths relative to the root) and why.
+    pub incomplete: Vec<(Vec<u8>, crate::walk::Problem)>,
+}
+
 /// Where a new root comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootSource {
@@ -150,6 +160,9 @@ pub trait Fs {
     fn take_baseline(&mut self) -> Result<()>;
     /// Unmount and release.
     fn close(self: Box<Self>) -> Result<()>;
+    /// A descriptor every mount of this filesystem shares, for the one-writer lock
+    /// (src/lock.rs): the top-level directory, or `/dev/zfs`. Locked while the backend is open.
+    fn lock_fd(&self) -> rustix::fd::BorrowedFd<'_>;
 }
 
 /// Read access for the tools that run after boot (`diff`, `restore`, `status`).
@@ -167,9 +180,9 @@ pub trait Browse {
     fn baseline_path(&mut self) -> Result<Option<PathBuf>>;
     /// Nested subvolumes of the baseline kept beside it, like [`Browse::entry_nested`].
     fn baseline_nested(&mut self) -> Result<Vec<(String, PathBuf)>>;
-    /// Paths (relative to the root) changed since the baseline, when the filesystem can tell
-    /// without walking every file (btrfs generation numbers). `None`: walk and compare.
-    fn changed_since_baseline(&mut self) -> Result<Option<Vec<String>>>;
+    /// Paths changed since the baseline, when the filesystem can tell without walking every file
+    /// (btrfs generation numbers). `None`: walk and compare.
+    fn changed_since_baseline(&mut self) -> Result<Option<Changed>>;
     /// Bytes only entry `name` holds, when the filesystem tracks it (btrfs quotas, ZFS `used`),
     /// and whether the filesystem says the number may be stale (btrfs: quotas inconsistent).
     fn exclusive_bytes(&mut self, name: &str) -> Result<Option<(u64, bool)>>;

@@ -4,7 +4,8 @@
 //! exactly like btrfs moves its root subvolume: `S/.new-root` is created (empty with R's locally
 //! set properties, or a clone of the blank snapshot / of an old root), R is renamed to
 //! `S/.kept.<name>`, `S/.new-root` is renamed to R, then `S/.kept.<name>` and every dataset below
-//! it get `readonly=on, canmount=noauto` and the dataset is renamed to `S/<name>`. Child datasets
+//! it get `readonly=on, canmount=noauto` and the dataset is renamed to `S/<name>`
+//! (docs/kernel-interfaces.md#zfs-ops, #zfs-props). Child datasets
 //! of R travel with it (the ZFS equivalent of nested subvolumes). Every DSL ioctl returns after
 //! its transaction group has synced, so each step is on disk when it returns.
 //!
@@ -288,8 +289,8 @@ impl Zfs {
         // Promoting a clone of the newest snapshot that has clones moves that snapshot and every
         // earlier one to the clone; repeat until `ds` has no snapshot with clones left.
         for _ in 0..16 {
-            // SNAPSHOT_LIST_NEXT with zc_simple reports only the creation txg: ask each
-            // snapshot for its clone count.
+            // Each snapshot's clone count, from its own stats (SNAPSHOT_LIST_NEXT fills it too,
+            // docs/kernel-interfaces.md#zfs-list; one more call per snapshot, only when pruning).
             let mut newest: Option<ListEntry> = None;
             for s in self
                 .dev
@@ -958,6 +959,10 @@ impl Fs for Zfs {
         Ok(())
     }
 
+    fn lock_fd(&self) -> rustix::fd::BorrowedFd<'_> {
+        rustix::fd::AsFd::as_fd(&self.dev)
+    }
+
     fn close(mut self: Box<Self>) -> Result<()> {
         let mut first: Option<Error> = None;
         while let Some(m) = self.mounts.pop() {
@@ -1010,7 +1015,7 @@ impl Browse for Zfs {
         Ok(Vec::new())
     }
 
-    fn changed_since_baseline(&mut self) -> Result<Option<Vec<String>>> {
+    fn changed_since_baseline(&mut self) -> Result<Option<super::Changed>> {
         Ok(None)
     }
 

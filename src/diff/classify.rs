@@ -136,69 +136,83 @@ pub const HOME: &[Row] = &[
 /// A group: the place a person would persist, what it is, and the verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
-    /// Absolute path of the group (`/var/lib/postgresql`, `/home/alice/.ssh`).
-    pub path: String,
+    /// Absolute path of the group (`/var/lib/postgresql`, `/home/alice/.ssh`), as bytes.
+    pub path: Vec<u8>,
     /// For home paths: (user name, home directory, path relative to home).
-    pub home: Option<(String, String, String)>,
+    pub home: Option<(Vec<u8>, Vec<u8>, Vec<u8>)>,
     pub verdict: Verdict,
     pub reason: &'static str,
 }
 
-fn component_matches(pat: &str, c: &str) -> bool {
+fn component_matches(pat: &str, c: &[u8]) -> bool {
     if pat == "*" {
         return true;
     }
     match pat.strip_suffix('*') {
-        Some(prefix) => c.starts_with(prefix),
-        None => pat == c,
+        Some(prefix) => c.starts_with(prefix.as_bytes()),
+        None => pat.as_bytes() == c,
     }
 }
 
 /// Match `comps` against a table; returns (number of components of the group, row).
-fn lookup<'t>(table: &'t [Row], comps: &[&str]) -> Option<(usize, &'t Row)> {
+fn lookup<'t>(table: &'t [Row], comps: &[&[u8]]) -> Option<(usize, &'t Row)> {
     table.iter().find_map(|r| {
-        let pc: Vec<&str> = r.pattern.trim_start_matches('/').split('/').collect();
-        (pc.len() <= comps.len() && pc.iter().zip(comps).all(|(p, c)| component_matches(p, c)))
-            .then_some((pc.len(), r))
+        let pat = r.pattern.trim_start_matches('/');
+        let n = pat.split('/').count();
+        (n <= comps.len()
+            && pat
+                .split('/')
+                .zip(comps)
+                .all(|(p, c)| component_matches(p, c)))
+        .then_some((n, r))
     })
 }
 
+fn components(path: &[u8]) -> Vec<&[u8]> {
+    let p = path.strip_prefix(b"/").unwrap_or(path);
+    p.split(|&b| b == b'/').collect()
+}
+
+fn join(comps: &[&[u8]]) -> Vec<u8> {
+    comps.join(&b'/')
+}
+
 /// The user, home directory and the rest of the path, for `/home/<user>/…` and `/root/…`.
-pub fn split_home(path: &str) -> Option<(String, String, Vec<&str>)> {
-    let comps: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+pub fn split_home(path: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Vec<&[u8]>)> {
+    let comps = components(path);
     match comps.as_slice() {
-        ["root", rest @ ..] if !rest.is_empty() => {
-            Some(("root".into(), "/root".into(), rest.to_vec()))
+        [b"root", rest @ ..] if !rest.is_empty() => {
+            Some((b"root".to_vec(), b"/root".to_vec(), rest.to_vec()))
         }
-        ["home", user, rest @ ..] if !rest.is_empty() => {
-            Some((user.to_string(), format!("/home/{user}"), rest.to_vec()))
+        [b"home", user, rest @ ..] if !rest.is_empty() => {
+            Some((user.to_vec(), [b"/home/", *user].concat(), rest.to_vec()))
         }
         _ => None,
     }
 }
 
 /// The group and verdict of an absolute path.
-pub fn group_of(path: &str) -> Group {
+pub fn group_of(path: &[u8]) -> Group {
     if let Some((user, home, rest)) = split_home(path) {
         let (n, r) = lookup(HOME, &rest).unwrap_or((rest.len(), &HOME[HOME.len() - 1]));
-        let rel = rest[..n].join("/");
+        let rel = join(&rest[..n]);
         return Group {
-            path: format!("{home}/{rel}"),
+            path: [home.as_slice(), b"/", &rel].concat(),
             home: Some((user, home, rel)),
             verdict: r.verdict,
             reason: r.reason,
         };
     }
-    let comps: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let comps = components(path);
     match lookup(SYSTEM, &comps) {
         Some((n, r)) => Group {
-            path: format!("/{}", comps[..n].join("/")),
+            path: [b"/".as_slice(), &join(&comps[..n])].concat(),
             home: None,
             verdict: r.verdict,
             reason: r.reason,
         },
         None => Group {
-            path: path.to_string(),
+            path: path.to_vec(),
             home: None,
             verdict: Review,
             reason: "outside the places NixOS and services normally keep state",
@@ -322,15 +336,31 @@ mod tests {
             ("/root/.ssh/id_ed25519", "/root/.ssh", Persist),
         ];
         for (p, g, v) in cases {
-            let got = group_of(p);
-            assert_eq!((got.path.as_str(), got.verdict), (*g, *v), "{p}");
+            let got = group_of(p.as_bytes());
+            assert_eq!(
+                (got.path.as_slice(), got.verdict),
+                (g.as_bytes(), *v),
+                "{p}"
+            );
         }
-        let g = group_of("/home/alice/.local/share/x");
+        let g = group_of(b"/home/alice/.local/share/x");
         assert_eq!(
             g.home,
-            Some(("alice".into(), "/home/alice".into(), ".local/share".into()))
+            Some((
+                b"alice".to_vec(),
+                b"/home/alice".to_vec(),
+                b".local/share".to_vec()
+            ))
         );
-        assert_eq!(group_of("/root/x").home.map(|h| h.0), Some("root".into()));
-        assert_eq!(group_of("/home/alice").home, None);
+        assert_eq!(
+            group_of(b"/root/x").home.map(|h| h.0),
+            Some(b"root".to_vec())
+        );
+        assert_eq!(group_of(b"/home/alice").home, None);
+        // Names are bytes: a non-UTF-8 user or service keeps its bytes.
+        let g = group_of(b"/var/lib/\xff\n/x");
+        assert_eq!(g.path, b"/var/lib/\xff\n");
+        let g = group_of(b"/home/\xfe/notes");
+        assert_eq!(g.home.map(|h| h.0), Some(b"\xfe".to_vec()));
     }
 }

@@ -25,22 +25,29 @@ use crate::backend::Backend;
 use crate::cli::Cli;
 use crate::config::Settings;
 use crate::error::{Context, Error, Result};
+use crate::escape;
 use crate::mounts;
+use crate::walk::{Entry, Event, Kind, Meta, Options, Problem, Walker};
 use noise::Rule;
 use output::{GroupStat, Hidden, Report};
-use rustix::fd::OwnedFd;
+use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use walk::{Entry, Kind, Meta, Progress};
+use walk::Progress;
 
 pub use crate::mounts::root_is_tmpfs;
+
+/// How many branches the report names that could not be listed (the rest are counted).
+pub const INCOMPLETE_SHOWN: usize = 20;
 
 /// Accumulates entries into groups and hidden counts.
 pub struct Tally {
     cx: noise::Context,
-    groups: HashMap<String, GroupStat>,
+    groups: HashMap<Vec<u8>, GroupStat>,
     hidden: std::collections::BTreeMap<Rule, Hidden>,
+    incomplete: Vec<(Vec<u8>, Problem)>,
+    incomplete_more: u64,
 }
 
 impl Tally {
@@ -49,17 +56,19 @@ impl Tally {
             cx,
             groups: HashMap::new(),
             hidden: Default::default(),
+            incomplete: Vec::new(),
+            incomplete_more: 0,
         }
     }
 
-    /// Count an entry as hidden by `rule`.
-    pub fn hide(&mut self, rule: Rule, e: &Entry) {
+    /// Count an entry of `size` bytes as hidden by `rule`.
+    pub fn hide(&mut self, rule: Rule, size: u64) {
         let h = self.hidden.entry(rule).or_insert(Hidden {
             entries: Some(0),
             bytes: Some(0),
         });
         h.entries = h.entries.map(|n| n + 1);
-        h.bytes = h.bytes.map(|b| b + e.meta.size);
+        h.bytes = h.bytes.map(|b| b + size);
     }
 
     /// Record that `rule` applied but nothing was counted.
@@ -67,15 +76,30 @@ impl Tally {
         self.hidden.insert(rule, Hidden::default());
     }
 
-    pub fn add(&mut self, e: Entry) {
+    /// A branch that could not be listed (an entry that vanished meanwhile is not worth a note:
+    /// there is nothing left of it to lose).
+    pub fn problem(&mut self, path: &[u8], p: Problem) {
+        if p == Problem::Vanished {
+            return;
+        }
+        if self.incomplete.len() < INCOMPLETE_SHOWN {
+            let shown = if path.is_empty() { b"/" } else { path };
+            log::warn!("gave up on {}: {}", escape::cut(shown), p.describe());
+            self.incomplete.push((shown.to_vec(), p));
+        } else {
+            self.incomplete_more += 1;
+        }
+    }
+
+    pub fn add(&mut self, e: &Entry) {
         if e.meta.kind == Kind::Dir && !e.empty_dir {
             return;
         }
-        if let Some(rule) = noise::classify(&e, &self.cx) {
-            self.hide(rule, &e);
+        if let Some(rule) = noise::classify(e, &self.cx) {
+            self.hide(rule, e.meta.size);
             return;
         }
-        let g = classify::group_of(&e.path);
+        let g = classify::group_of(e.path);
         let below = e.path.len() > g.path.len();
         let st = self.groups.entry(g.path.clone()).or_insert(GroupStat {
             group: g,
@@ -87,8 +111,11 @@ impl Tally {
         st.is_dir |= below || e.meta.kind == Kind::Dir;
         st.files += 1;
         st.bytes += e.meta.size;
-        if e.meta.kind != Kind::Dir {
-            st.largest.push((e.meta.size, e.path));
+        if e.meta.kind != Kind::Dir
+            && (st.largest.len() < output::LARGEST
+                || st.largest.last().is_some_and(|l| l.0 <= e.meta.size))
+        {
+            st.largest.push((e.meta.size, e.path.to_vec()));
             st.largest
                 .sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
             st.largest.truncate(output::LARGEST);
@@ -101,6 +128,8 @@ impl Tally {
             method,
             groups: self.groups.into_values().collect(),
             hidden: self.hidden,
+            incomplete: self.incomplete,
+            incomplete_more: self.incomplete_more,
         };
         r.sort();
         r
@@ -113,13 +142,7 @@ fn open_root_dir(path: &Path) -> Result<OwnedFd> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .ctx(|| format!("open {}", path.display()))
-}
-
-fn mount_points() -> HashSet<String> {
-    mounts::read_mountinfo()
-        .map(|mi| mi.into_iter().map(|m| m.mount_point).collect())
-        .unwrap_or_default()
+    .ctx(|| format!("open {}", escape::cut(path.as_os_str().as_encoded_bytes())))
 }
 
 fn context_for(s: &Settings, dir: &OwnedFd) -> noise::Context {
@@ -132,18 +155,67 @@ fn context_for(s: &Settings, dir: &OwnedFd) -> noise::Context {
     .ok()
     .and_then(|fd| {
         let mut f = std::fs::File::from(fd);
-        let mut t = String::new();
-        std::io::Read::read_to_string(&mut f, &mut t).ok()?;
+        let mut t = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut t).ok()?;
         Some(t)
     })
     .unwrap_or_default();
-    noise::Context::new(&s.persist, &clean, mount_points())
+    let mounts: HashSet<Vec<u8>> = mounts::mount_points().into_iter().collect();
+    noise::Context::new(&s.persist, &clean, mounts)
+}
+
+/// How a tree is walked: through the backend's private mount, mounts below the root are the
+/// backend's own (ZFS child datasets) and part of the tree; a tmpfs `/` is walked without entering
+/// any mount.
+#[derive(Clone, Copy, PartialEq)]
+enum Mounts {
+    Ours,
+    NotEntered,
+}
+
+/// Walk below `dir` (entries named `prefix/…`), calling `f` for each entry; branches that cannot
+/// be listed go to `t`'s notes.
+fn walk_each(
+    t: &mut Tally,
+    dir: &OwnedFd,
+    prefix: &[u8],
+    mounts: Mounts,
+    p: &mut Progress,
+    f: &mut dyn FnMut(&mut Tally, &Entry),
+) -> Result<()> {
+    let opts = Options {
+        cross_mounts: mounts == Mounts::Ours,
+        ..Options::default()
+    };
+    let mut w = Walker::new(dir.as_fd(), prefix, opts).ctx(|| {
+        format!(
+            "read directory {}",
+            escape::cut(if prefix.is_empty() { b"/" } else { prefix })
+        )
+    })?;
+    while let Some(ev) = w.next() {
+        match ev {
+            Event::Entry(e) => {
+                p.tick();
+                f(t, &e);
+            }
+            Event::Mount(_) => {}
+            Event::Problem(path, pr) => t.problem(path, pr),
+        }
+    }
+    Ok(())
 }
 
 /// Walk `dir` into the tally.
-fn walk_into(t: &mut Tally, dir: &OwnedFd, one_dev: bool, what: &str) -> Result<()> {
+fn walk_into(
+    t: &mut Tally,
+    dir: &OwnedFd,
+    prefix: &[u8],
+    mounts: Mounts,
+    what: &str,
+) -> Result<()> {
     let mut p = Progress::new(what);
-    let r = walk::walk(dir, "", one_dev, &mut p, &mut |e| t.add(e));
+    let r = walk_each(t, dir, prefix, mounts, &mut p, &mut |t, e| t.add(e));
     p.done();
     r
 }
@@ -157,6 +229,30 @@ fn same(a: &Meta, b: &Meta) -> bool {
     )
 }
 
+/// One changed path (relative to the root, from the backend) into the tally.
+fn add_changed(t: &mut Tally, dir: &OwnedFd, rel: &[u8], path: &mut Vec<u8>) {
+    let rel = rel.strip_prefix(b"/").unwrap_or(rel);
+    path.clear();
+    path.push(b'/');
+    path.extend_from_slice(rel);
+    match crate::walk::stat_beneath(dir, rel) {
+        Ok(Some((meta, empty_dir))) => {
+            let link = (meta.kind == Kind::Symlink)
+                .then(|| crate::walk::readlink_beneath(dir, rel).ok())
+                .flatten();
+            t.add(&Entry {
+                path,
+                depth: rel.split(|&b| b == b'/').count(),
+                meta,
+                empty_dir,
+                link: link.as_deref(),
+            });
+        }
+        Ok(None) => {}
+        Err(e) => t.problem(path, Problem::from_errno(e)),
+    }
+}
+
 /// The current root (through the backend) as a report.
 pub fn collect_current(b: &mut dyn Backend, s: &Settings) -> Result<Report> {
     let root = b.root_path()?;
@@ -165,12 +261,13 @@ pub fn collect_current(b: &mut dyn Backend, s: &Settings) -> Result<Report> {
     let source = format!("root {}", s.root);
     if let Some(changed) = b.changed_since_baseline()? {
         let mut p = Progress::new("reading changed entries");
-        for rel in changed {
+        let mut path = Vec::new();
+        for rel in changed.paths {
             p.tick();
-            let rel = rel.trim_start_matches('/');
-            if let Some(e) = walk::entry_at(&dir, rel, format!("/{rel}"))? {
-                t.add(e);
-            }
+            add_changed(&mut t, &dir, &rel, &mut path);
+        }
+        for (rel, why) in changed.incomplete {
+            t.problem(&[b"/".as_slice(), &rel].concat(), why);
         }
         p.done();
         t.uncounted(Rule::Unchanged);
@@ -181,36 +278,37 @@ pub fn collect_current(b: &mut dyn Backend, s: &Settings) -> Result<Report> {
     }
     if let Some(base) = b.baseline_path()? {
         let bdir = open_root_dir(&base)?;
-        let mut old: HashMap<String, Meta> = HashMap::new();
+        let mut old: HashMap<Vec<u8>, Meta> = HashMap::new();
         let mut p = Progress::new("reading the baseline");
-        walk::walk(&bdir, "", false, &mut p, &mut |e| {
-            old.insert(e.path, e.meta);
+        walk_each(&mut t, &bdir, b"", Mounts::Ours, &mut p, &mut |_, e| {
+            old.insert(e.path.to_vec(), e.meta);
         })?;
         for (rel, np) in b.baseline_nested()? {
             let nd = open_root_dir(&np)?;
-            walk::walk(&nd, &format!("/{rel}"), false, &mut p, &mut |e| {
-                old.insert(e.path, e.meta);
+            let prefix = [b"/".as_slice(), rel.as_bytes()].concat();
+            walk_each(&mut t, &nd, &prefix, Mounts::Ours, &mut p, &mut |_, e| {
+                old.insert(e.path.to_vec(), e.meta);
             })?;
         }
         p.done();
         let mut p = Progress::new("comparing with the baseline");
-        let mut unchanged = Vec::new();
-        walk::walk(&dir, "", false, &mut p, &mut |e| {
-            if old.get(&e.path).is_some_and(|m| same(m, &e.meta)) {
+        let mut unchanged: Vec<u64> = Vec::new();
+        walk_each(&mut t, &dir, b"", Mounts::Ours, &mut p, &mut |t, e| {
+            if old.get(e.path).is_some_and(|m| same(m, &e.meta)) {
                 if e.meta.kind != Kind::Dir || e.empty_dir {
-                    unchanged.push(e);
+                    unchanged.push(e.meta.size);
                 }
             } else {
                 t.add(e);
             }
         })?;
         p.done();
-        for e in &unchanged {
-            t.hide(Rule::Unchanged, e);
+        for size in unchanged {
+            t.hide(Rule::Unchanged, size);
         }
         return Ok(t.finish(source, "walk, compared with the baseline".into()));
     }
-    walk_into(&mut t, &dir, false, "scanning the root")?;
+    walk_into(&mut t, &dir, b"", Mounts::Ours, "scanning the root")?;
     Ok(t.finish(source, "walk; no baseline".into()))
 }
 
@@ -223,7 +321,7 @@ fn collect_old(
     let Some(o) = st.find_old_root(name) else {
         return Err(Error::Usage(format!(
             "old root \"{}\" does not exist in {}; `ephemeral-root list` shows the names",
-            crate::escape::text(name),
+            escape::text(name),
             s.snapshots
         )));
     };
@@ -236,14 +334,18 @@ fn collect_old(
     let path = b.entry_path(&entry)?;
     let dir = open_root_dir(&path)?;
     let mut t = Tally::new(context_for(s, &dir));
-    walk_into(&mut t, &dir, false, "scanning the old root")?;
+    walk_into(&mut t, &dir, b"", Mounts::Ours, "scanning the old root")?;
     // Nested subvolumes kept beside the old root (bcachefs), at their places in the tree.
     for (rel, p) in b.entry_nested(&entry)? {
         let nd = open_root_dir(&p)?;
-        let mut pr = Progress::new("scanning a nested subvolume");
-        let r = walk::walk(&nd, &format!("/{rel}"), false, &mut pr, &mut |e| t.add(e));
-        pr.done();
-        r?;
+        let prefix = [b"/".as_slice(), rel.as_bytes()].concat();
+        walk_into(
+            &mut t,
+            &nd,
+            &prefix,
+            Mounts::Ours,
+            "scanning a nested subvolume",
+        )?;
     }
     Ok(t.finish(format!("old root {name}"), "walk".into()))
 }
@@ -251,7 +353,7 @@ fn collect_old(
 fn collect_tmpfs(s: &Settings) -> Result<Report> {
     let dir = open_root_dir(Path::new("/"))?;
     let mut t = Tally::new(context_for(s, &dir));
-    walk_into(&mut t, &dir, true, "scanning /")?;
+    walk_into(&mut t, &dir, b"", Mounts::NotEntered, "scanning /")?;
     Ok(t.finish(
         "/ (tmpfs)".into(),
         "walk of / without crossing mounts".into(),
@@ -263,7 +365,7 @@ pub fn collect(s: &Settings, old: Option<&str>) -> Result<Report> {
     if old.is_none() && root_is_tmpfs(&mounts::read_mountinfo()?) {
         return collect_tmpfs(s);
     }
-    let (mut b, st) = crate::engine::open_and_scan(s, crate::clock::now())?;
+    let (mut b, st) = crate::protocol::open(s, crate::clock::now())?;
     let r = match old {
         Some(n) => collect_old(b.as_mut(), &st, s, n),
         None => collect_current(b.as_mut(), s),

@@ -3,7 +3,7 @@
 //! (persisted paths, `/etc/.clean`, mount points). Each rule is reported in `diff`'s summary with
 //! how much it hid.
 
-use super::walk::{Entry, Kind};
+use crate::walk::{Entry, Kind};
 use std::collections::HashSet;
 
 /// Why an entry is hidden (summary lines come in this order).
@@ -130,19 +130,19 @@ pub const MOUNT_DIRS: &[&str] = &[
     "/persistent",
 ];
 
-/// What the rules look at besides the entry.
+/// What the rules look at besides the entry. Paths are bytes.
 #[derive(Debug, Default)]
 pub struct Context {
     /// Persisted paths, absolute, without trailing `/`.
-    pub persist: Vec<String>,
+    pub persist: Vec<Vec<u8>>,
     /// Contents of `/etc/.clean` on the root being looked at, as absolute paths.
-    pub etc_clean: HashSet<String>,
+    pub etc_clean: HashSet<Vec<u8>>,
     /// Mount points of the running system.
-    pub mount_points: HashSet<String>,
+    pub mount_points: HashSet<Vec<u8>>,
 }
 
 impl Context {
-    pub fn new(persist: &[String], etc_clean_text: &str, mount_points: HashSet<String>) -> Self {
+    pub fn new(persist: &[Vec<u8>], etc_clean_text: &[u8], mount_points: HashSet<Vec<u8>>) -> Self {
         Context {
             persist: persist
                 .iter()
@@ -150,10 +150,13 @@ impl Context {
                 .filter(|p| !p.is_empty())
                 .collect(),
             etc_clean: etc_clean_text
-                .lines()
-                .map(str::trim)
+                .split(|&b| b == b'\n')
+                .map(|l| l.trim_ascii())
                 .filter(|l| !l.is_empty())
-                .map(|l| format!("/etc/{}", l.trim_start_matches('/')))
+                .map(|l| {
+                    let l = l.strip_prefix(b"/").unwrap_or(l);
+                    [b"/etc/".as_slice(), l].concat()
+                })
                 .collect(),
             mount_points,
         }
@@ -161,35 +164,35 @@ impl Context {
 }
 
 /// `/a//b/` → `/a/b`; `/` → `` (empty: the whole tree).
-pub fn normalize(p: &str) -> String {
-    let parts: Vec<&str> = p
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("/{}", parts.join("/"))
+pub fn normalize(p: &[u8]) -> Vec<u8> {
+    let mut o = Vec::with_capacity(p.len());
+    for c in p
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+    {
+        o.push(b'/');
+        o.extend_from_slice(c);
     }
+    o
 }
 
 /// Is `path` equal to `base` or below it, comparing whole components (`/var/lib` does not
 /// contain `/var/library`).
-pub fn is_under(path: &str, base: &str) -> bool {
+pub fn is_under(path: &[u8], base: &[u8]) -> bool {
     match path.strip_prefix(base) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/') || base.is_empty(),
+        Some(rest) => rest.is_empty() || rest.starts_with(b"/") || base.is_empty(),
         None => false,
     }
 }
 
 /// Is `path` a strict ancestor of `other` (on components)?
-pub fn is_ancestor(path: &str, other: &str) -> bool {
+pub fn is_ancestor(path: &[u8], other: &[u8]) -> bool {
     other.len() > path.len() && is_under(other, path)
 }
 
 /// The rule that hides this entry, if any (the first that applies, in the order below).
 pub fn classify(e: &Entry, cx: &Context) -> Option<Rule> {
-    let p = e.path.as_str();
+    let p = e.path;
     if cx.persist.iter().any(|b| is_under(p, b)) {
         return Some(Rule::Persisted);
     }
@@ -197,9 +200,9 @@ pub fn classify(e: &Entry, cx: &Context) -> Option<Rule> {
     if e.meta.kind == Kind::Dir && e.empty_dir && cx.persist.iter().any(|b| is_ancestor(p, b)) {
         return Some(Rule::Persisted);
     }
-    if e.meta.kind == Kind::Symlink && is_under(p, "/etc") && p != "/etc/static" {
-        if let Some(l) = &e.link {
-            if l.starts_with("/etc/static/") {
+    if e.meta.kind == Kind::Symlink && is_under(p, b"/etc") && p != b"/etc/static" {
+        if let Some(l) = e.link {
+            if l.starts_with(b"/etc/static/") {
                 return Some(Rule::EtcStatic);
             }
         }
@@ -207,18 +210,18 @@ pub fn classify(e: &Entry, cx: &Context) -> Option<Rule> {
     if e.meta.kind == Kind::File && cx.etc_clean.contains(p) {
         return Some(Rule::EtcCopied);
     }
-    if BOOT_FILES
-        .iter()
-        .any(|b| b.path == p && (!b.link_only || e.meta.kind == Kind::Symlink))
-        && e.meta.kind != Kind::Dir
+    if e.meta.kind != Kind::Dir
+        && BOOT_FILES
+            .iter()
+            .any(|b| b.path.as_bytes() == p && (!b.link_only || e.meta.kind == Kind::Symlink))
     {
         return Some(Rule::BootFile);
     }
     if e.meta.kind == Kind::Dir && e.empty_dir {
-        if cx.mount_points.contains(p) || MOUNT_DIRS.contains(&p) {
+        if cx.mount_points.contains(p) || MOUNT_DIRS.iter().any(|m| m.as_bytes() == p) {
             return Some(Rule::EmptyMountPoint);
         }
-        if BOOT_DIRS.contains(&p) {
+        if BOOT_DIRS.iter().any(|d| d.as_bytes() == p) {
             return Some(Rule::EmptyBootDir);
         }
     }
@@ -228,11 +231,12 @@ pub fn classify(e: &Entry, cx: &Context) -> Option<Rule> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::walk::Meta;
+    use crate::walk::Meta;
 
-    fn entry(path: &str, kind: Kind, empty: bool, link: Option<&str>) -> Entry {
+    fn entry<'a>(path: &'a str, kind: Kind, empty: bool, link: Option<&'a str>) -> Entry<'a> {
         Entry {
-            path: path.into(),
+            path: path.as_bytes(),
+            depth: 1,
             meta: Meta {
                 kind,
                 size: 1,
@@ -245,7 +249,7 @@ mod tests {
                 ctime: (0, 0),
             },
             empty_dir: empty,
-            link: link.map(str::to_string),
+            link: link.map(str::as_bytes),
         }
     }
 
@@ -261,24 +265,25 @@ mod tests {
             ("/anything", "", true),
         ];
         for (p, b, want) in cases {
-            assert_eq!(is_under(p, b), want, "{p} under {b}");
+            assert_eq!(is_under(p.as_bytes(), b.as_bytes()), want, "{p} under {b}");
         }
-        assert_eq!(normalize("/var//lib/"), "/var/lib");
-        assert_eq!(normalize("/"), "");
-        assert!(is_ancestor("/var", "/var/lib"));
-        assert!(!is_ancestor("/var/lib", "/var/lib"));
+        assert_eq!(normalize(b"/var//lib/"), b"/var/lib");
+        assert_eq!(normalize(b"/"), b"");
+        assert!(is_ancestor(b"/var", b"/var/lib"));
+        assert!(!is_ancestor(b"/var/lib", b"/var/lib"));
     }
 
     #[test]
     fn rules_table() {
-        let mounts: HashSet<String> = ["/data".to_string()].into_iter().collect();
+        let mounts: HashSet<Vec<u8>> = [b"/data".to_vec()].into_iter().collect();
         let cx = Context::new(
             &[
-                "/var/log".into(),
-                "/etc/machine-id".into(),
-                "/home/alice/.ssh/".into(),
+                b"/var/log".to_vec(),
+                b"/etc/machine-id".to_vec(),
+                b"/home/alice/.ssh/".to_vec(),
+                b"/var/lib/\xff".to_vec(),
             ],
-            "sudoers\nssh/ssh_known_hosts\n",
+            b"sudoers\nssh/ssh_known_hosts\n",
             mounts,
         );
         use Kind::*;
@@ -381,10 +386,17 @@ mod tests {
             ),
             ("/var/lib/postgresql", Dir, true, None, None),
             ("/var/lib/postgresql/16/base", File, false, None, None),
+            ("/var/lib/\u{fffd}/x", File, false, None, None),
         ];
         for (p, k, empty, link, want) in cases {
             let got = classify(&entry(p, *k, *empty, *link), &cx);
             assert_eq!(got, *want, "{p} ({k:?})");
         }
+        // A persisted non-UTF-8 path hides exactly its own bytes.
+        let e = Entry {
+            path: b"/var/lib/\xff/db",
+            ..entry("", File, false, None)
+        };
+        assert_eq!(classify(&e, &cx), Some(Rule::Persisted));
     }
 }

@@ -14,7 +14,8 @@
 pub mod exec;
 pub mod plan;
 
-use crate::backend::{Facts, Fs, RawEntry, RootFacts};
+use crate::backend::{Backend, Facts, Fs, RawEntry, RootFacts};
+use crate::config::Settings;
 use crate::error::Result;
 use crate::layout::{self, Class, Kind};
 use std::ffi::{OsStr, OsString};
@@ -180,6 +181,39 @@ pub fn kind_of(class: &Class, facts: &Facts, owner: Option<Kind>, template: bool
         },
         _ => Kind::Foreign,
     }
+}
+
+/// The blank template when it is an entry of the snapshots location (ZFS `S/.template@blank`):
+/// reported as a template, never as foreign.
+fn template_entry(s: &Settings) -> Option<String> {
+    let b = s.blank.as_deref()?;
+    let fs = b.split('@').next()?;
+    let rest = fs.strip_prefix(&s.snapshots)?.strip_prefix('/')?;
+    (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_string())
+}
+
+/// Open the filesystem the settings name and read its state.
+pub fn open(s: &Settings, now: i64) -> Result<(Box<dyn Backend>, State)> {
+    open_locked(s, now, None)
+}
+
+/// [`open`], taking the lock (when given) after opening and before scanning, so the state read is
+/// the one this command changes; held until the backend is closed (or the process ends).
+pub fn open_locked(
+    s: &Settings,
+    now: i64,
+    lock: Option<crate::lock::Request<'_>>,
+) -> Result<(Box<dyn Backend>, State)> {
+    let mut b = crate::backend::open(s, now)?;
+    if let Some(l) = lock {
+        let what = b.describe();
+        if let Err(e) = crate::lock::acquire(b.lock_fd(), l.mode, &what, l.command, l.wait) {
+            let _ = b.close();
+            return Err(e);
+        }
+    }
+    let st = scan(b.as_mut(), template_entry(s).as_deref())?;
+    Ok((b, st))
 }
 
 /// Read everything the planner needs.

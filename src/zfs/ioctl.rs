@@ -1,7 +1,8 @@
 //! The `/dev/zfs` ioctl interface: `zfs_cmd_t`, the request numbers, and safe wrappers for the
 //! operations ephemeral-root needs.
 //!
-//! Facts come from `shared/reference/ioctls.md` §C and were re-checked against openzfs/zfs tags
+//! Facts are described, with their upstream sources, in docs/kernel-interfaces.md (#zfs-calling,
+//! #zfs-cmd, #zfs-numbers, #zfs-version) and were re-checked against openzfs/zfs tags
 //! zfs-2.2.0 … zfs-2.4.4 (include/sys/zfs_ioctl.h, include/sys/fs/zfs.h, module/zfs/zfs_ioctl.c,
 //! lib/libzfs_core/libzfs_core.c). Offsets were compiled from the real headers of every release
 //! tag from 2.2.0 to 2.4.4: all agree with [`ZfsCmd`] **except zfs-2.3.1**, whose `zfs_cmd_t` is
@@ -74,7 +75,7 @@ pub struct DmuObjsetStats {
     pub dds_inconsistent: u8,
     pub dds_redacted: u8,
     pub dds_origin: [u8; MAX_DATASET_NAME_LEN],
-    /// Present from 2.3.x/2.4 on; padding before.
+    /// Present from 2.3.3 on; padding before (docs/kernel-interfaces.md#zfs-cmd).
     pub dds_flags: u8,
 }
 
@@ -295,7 +296,8 @@ impl fmt::Display for Op {
     }
 }
 
-/// ZFS-specific error numbers (`zfs_errno_t`, from 1024; append-only, same in 2.2–2.4).
+/// ZFS-specific error numbers (`zfs_errno_t`, from 1024; append-only: 2.3 adds 1049–1051, 2.4
+/// adds 1052; unknown ones print as "ZFS error N"; docs/kernel-interfaces.md#zfs-calling).
 const ZFS_ERRNO_NAMES: &[&str] = &[
     "ZFS_ERR_CHECKPOINT_EXISTS",
     "ZFS_ERR_DISCARDING_CHECKPOINT",
@@ -1016,6 +1018,12 @@ pub struct Reply {
 /// An open `/dev/zfs`.
 pub struct Zfs {
     fd: OwnedFd,
+}
+
+impl rustix::fd::AsFd for Zfs {
+    fn as_fd(&self) -> rustix::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 impl Zfs {

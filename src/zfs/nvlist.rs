@@ -1,6 +1,6 @@
 //! Packed name/value lists ("nvlists") as used by the OpenZFS ioctl interface.
 //!
-//! Written from the format description in `shared/reference/ioctls.md` §C.6 and OpenZFS
+//! Written from the format description in docs/kernel-interfaces.md#zfs-nvlist and OpenZFS
 //! `module/nvpair/nvpair.c` (zfs-2.2.0 … zfs-2.4.4; the packed format has not changed), and tested
 //! byte for byte against Debian's `libnvpair3linux` (see `tests_libnvpair.rs`).
 //!
@@ -1125,7 +1125,7 @@ mod tests {
             .collect()
     }
 
-    // Worked examples from shared/reference/ioctls.md §C.6 (made with OpenZFS nvpair.c 2.3.9).
+    // Worked examples of the format (docs/kernel-interfaces.md#zfs-nvlist), made with OpenZFS nvpair.c 2.3.9.
     #[test]
     fn empty_list_native() {
         let b = NvList::new().to_native().unwrap();

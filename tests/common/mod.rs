@@ -213,23 +213,32 @@ impl LoopFs {
 
     /// Run while our own mount stays (with whatever it has not committed yet).
     pub fn run_keep_mounted(&mut self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = self.command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("run ephemeral-root")
+    }
+
+    /// The command [`LoopFs::run_keep_mounted`] runs, to spawn it (several at once, or to signal
+    /// it). Does not unmount our view.
+    pub fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+        let has = |w: &str| args.iter().any(|a| a.as_ref() == std::ffi::OsStr::new(w));
         let mut c = Command::new(bin());
         c.args(args).arg("--device").arg(&self.dev);
         c.env("EPHEMERAL_ROOT_LOG", "stderr")
             .env("EPHEMERAL_ROOT_STATE_DIR", self.dir.join("state"));
         c.env_remove("EPHEMERAL_ROOT_FAULT")
             .env_remove("JOURNAL_STREAM");
-        if !args.contains(&"--config") {
+        if !has("--config") {
             c.arg("--config").arg(self.dir.join("none.conf"));
             std::fs::write(self.dir.join("none.conf"), "").unwrap();
         }
-        if !args.contains(&"--kernel-cmdline") && args.first() == Some(&"rollback") {
+        if !has("--kernel-cmdline") && args.first().map(|a| a.as_ref()) == Some("rollback".as_ref())
+        {
             c.arg("--kernel-cmdline").arg("");
         }
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.output().expect("run ephemeral-root")
+        c
     }
 
     /// Run and require success; returns stdout.
@@ -304,7 +313,15 @@ impl LoopFs {
 
 impl Drop for LoopFs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).output();
+        let ok = Command::new("umount")
+            .arg(&self.mnt)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            // Busy (a descriptor inherited by some child): detach it anyway, so the removal
+            // below never walks into the filesystem.
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).output();
+        }
         let _ = Command::new("losetup").arg("-d").arg(&self.dev).output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

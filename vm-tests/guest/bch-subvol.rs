@@ -2,7 +2,7 @@
 // bcachefs-tools). Usage: bch-subvol create PATH...   (the parent directory must exist)
 // Built with: rustc -O --target x86_64-unknown-linux-musl bch-subvol.rs (static, no crates).
 // ioctl: BCH_IOCTL_SUBVOLUME_CREATE = _IOW(0xbc, 16, struct bch_ioctl_subvolume) = 0x4020bc10
-// (see shared/reference/ioctls.md, section B).
+// (see docs/kernel-interfaces.md#bcachefs-numbers).
 use std::ffi::CString;
 use std::os::raw::{c_char, c_int, c_ulong};
 

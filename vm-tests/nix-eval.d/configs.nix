@@ -1,12 +1,18 @@
 # Sample NixOS configurations for vm-tests/nix-eval: `good` ones must evaluate and render the expected
 # unit; `bad` ones must be rejected by an assertion whose message contains `expect`.
-{ repo, impermanence ? null }:
+#   module: the NixOS module under test; impermanence, preservation, homeManager: checkouts of the
+#   real projects or null (then the impermanence samples use ./impermanence-standin.nix and the
+#   preservation and Home Manager samples are left out: nix-eval says so).
+{ lib, repo, module ? repo + "/nixos-module", impermanence ? null, preservation ? null, homeManager ? null, extraModules ? [ ] }:
 let
-  module = repo + "/nixos-module";
   persistenceModule = if impermanence == null then ./impermanence-standin.nix else impermanence + "/nixos.nix";
+  # impermanence since 2025 (commit 1b02741): its NixOS module imports the Home Manager module itself
+  # and collects home.persistence (storage path without the home directory); before, users import
+  # home-manager.nix into Home Manager and the storage path includes the home directory.
+  newHomeManagerInterface = impermanence != null && builtins.pathExists (impermanence + "/submodule-options.nix");
 
   base = { lib, ... }: {
-    imports = [ module ];
+    imports = [ module ] ++ extraModules;
     boot.loader.grub.enable = false;
     boot.initrd.systemd.enable = true;
     system.stateVersion = "24.05";
@@ -32,6 +38,19 @@ let
     fileSystems."/" = { device = "rpool/local/root"; fsType = "zfs"; };
     fileSystems."/nix" = { device = "rpool/local/nix"; fsType = "zfs"; };
     fileSystems."/persist" = { device = "rpool/safe/persist"; fsType = "zfs"; neededForBoot = true; };
+  };
+
+  preservationLayout = {
+    imports = [ (preservation + "/module.nix") ];
+    users.users.josh = { isNormalUser = true; home = "/home/josh"; };
+    preservation.preserveAt."/persist" = {
+      directories = [ "/var/lib/nixos" { directory = "/var/lib/tailscale"; mode = "0700"; } "/var/log" ];
+      files = [ { file = "/etc/machine-id"; inInitrd = true; how = "symlink"; } "/etc/ssh/ssh_host_ed25519_key" ];
+      users.josh = {
+        directories = [ ".ssh" { directory = ".gnupg"; mode = "0700"; } ];
+        files = [ ".bash_history" ];
+      };
+    };
   };
 
   # The seed user's impermanence setup (shape of environment.persistence from seeds/000).
@@ -65,12 +84,44 @@ in
       fileSystems."/" = { device = "/dev/vda:/dev/vdb"; fsType = "bcachefs"; options = [ "X-mount.subdir=@root" ]; };
       fileSystems."/nix" = { device = "/dev/vda:/dev/vdb"; fsType = "bcachefs"; options = [ "X-mount.subdir=@nix" ]; };
     };
-    zfs = { imports = [ base zfsLayout ]; boot.ephemeralRoot.mode = "audit"; boot.ephemeralRoot.blank = "rpool/local/blank"; };
+    zfs = {
+      imports = [ base zfsLayout ];
+      boot.ephemeralRoot.mode = "audit";
+      boot.ephemeralRoot.blank = "rpool/local/blank@blank";
+      boot.ephemeralRoot.baseline = false; # finish --no-baseline
+    };
     luks-btrfs-emergency = {
       imports = [ base (btrfsLayout "/dev/mapper/cryptroot") ];
       boot.initrd.luks.devices.cryptroot.device = "/dev/disk/by-uuid/11111111-2222-3333-4444-555555555555";
       boot.ephemeralRoot.failureAction = "emergency";
       boot.ephemeralRoot.persistentPaths = [ "/var/lib/postgresql" ];
+    };
+  } // lib.optionalAttrs (impermanence != null && homeManager != null) {
+    # Home Manager's home.persistence (impermanence's Home Manager module), beside the seed's
+    # environment.persistence.
+    btrfs-home-manager = { lib, ... }: {
+      imports = [ base (btrfsLayout "/dev/disk/by-label/nixos") seedPersistence (homeManager + "/nixos") ];
+      home-manager.useGlobalPkgs = true;
+      home-manager.sharedModules = lib.optional (!newHomeManagerInterface) (impermanence + "/home-manager.nix");
+      home-manager.users.josh = {
+        home.stateVersion = "24.05";
+        home.persistence = if newHomeManagerInterface then {
+          "/persist" = { directories = [ "Downloads" { directory = ".local/share/direnv"; } ]; files = [ ".zsh_history" ]; };
+        } else {
+          "/persist/home/josh" = { directories = [ "Downloads" { directory = ".local/share/direnv"; method = "symlink"; } ]; files = [ ".zsh_history" ]; allowOther = false; };
+        };
+      };
+    };
+  } // lib.optionalAttrs (preservation != null) {
+    # nix-community/preservation instead of impermanence.
+    btrfs-preservation = {
+      imports = [ base (btrfsLayout "/dev/disk/by-label/nixos") preservationLayout ];
+      preservation.enable = true;
+    };
+    # Declared but preservation.enable = false: nothing is persisted, nothing is hidden.
+    btrfs-preservation-disabled = { lib, ... }: {
+      imports = [ base (btrfsLayout "/dev/disk/by-label/nixos") preservationLayout ];
+      preservation.enable = lib.mkForce false;
     };
   };
 
@@ -156,13 +207,45 @@ in
         fileSystems."/persist".neededForBoot = lib.mkForce false;
       };
     };
+    # One entry overrides its location's persistentStoragePath with a directory on the root.
+    persist-entry-on-root = {
+      expect = "the persistent storage location /scratch (environment.persistence, home.persistence or preservation.preserveAt) is on the root";
+      config = {
+        imports = [ base (btrfsLayout "/dev/vda") seedPersistence ];
+        environment.persistence."/persist".directories = [ { directory = "/var/lib/docker"; persistentStoragePath = "/scratch"; } ];
+      };
+    };
+    zfs-snapshots-other-pool = {
+      expect = "snapshots (\"tank/old-roots\", pool tank) must be in the root's pool rpool";
+      config = { imports = [ base zfsLayout ]; boot.ephemeralRoot.snapshots = "tank/old-roots"; };
+    };
+    zfs-blank-other-pool = {
+      expect = "blank (\"tank/blank@blank\", pool tank) must be in the root's pool rpool";
+      config = { imports = [ base zfsLayout ]; boot.ephemeralRoot.blank = "tank/blank@blank"; };
+    };
+    zfs-blank-not-a-snapshot = {
+      expect = "on ZFS, blank must be a snapshot (dataset@snapshot)";
+      config = { imports = [ base zfsLayout ]; boot.ephemeralRoot.blank = "rpool/local/blank"; };
+    };
     persist-on-root = {
-      expect = "the persistent storage location /persist (environment.persistence) is on the root";
+      expect = "the persistent storage location /persist (environment.persistence, home.persistence or preservation.preserveAt) is on the root";
       config = {
         imports = [ base seedPersistence ];
         fileSystems."/" = { device = "/dev/vda"; fsType = "btrfs"; options = [ "subvol=@root" ]; };
         fileSystems."/nix" = { device = "/dev/vda"; fsType = "btrfs"; options = [ "subvol=@nix" ]; };
       };
+    };
+  };
+
+  # Configurations that evaluate but must warn at build time.
+  warn = {
+    zfs-2-3-1 = {
+      expect = "OpenZFS 2.3.1 (boot.zfs.package) is not one this ephemeral-root knows";
+      config = { pkgs, ... }: { imports = [ base zfsLayout ]; boot.zfs.package = pkgs.zfs.overrideAttrs (_: { version = "2.3.1"; }); };
+    };
+    zfs-2-1 = {
+      expect = "OpenZFS 2.1.16 (boot.zfs.package) is not one this ephemeral-root knows";
+      config = { pkgs, ... }: { imports = [ base zfsLayout ]; boot.zfs.package = pkgs.zfs.overrideAttrs (_: { version = "2.1.16"; }); };
     };
   };
 }

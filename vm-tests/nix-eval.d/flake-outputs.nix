@@ -22,10 +22,13 @@ let
 in
 {
   package = f.packages.${system}.default.drvPath;
+  packageInitrd = (f.packages.${system}.ephemeral-root-initrd or null).drvPath or null;
+  defaultInitrd = (f.packages.${system}.default.initrd or null).drvPath or null;
   overlay = overlaid.ephemeral-root.drvPath;
   devShell = f.devShells.${system}.default.drvPath;
   module = sample.config.system.build.toplevel.drvPath;
   # the module from the flake uses the flake's package
   modulePackage = sample.config.boot.ephemeralRoot.package.drvPath;
+  moduleInitrdPackage = (sample.config.boot.ephemeralRoot.initrdPackage or null).drvPath or null;
   checks = builtins.mapAttrs (_: t: t.driver.drvPath) f.checks.${system};
 }

@@ -12,6 +12,9 @@ let
 
   layouts = {
     btrfs = dev: {
+      # Programs the layout script runs by store path: each must be copied into the initrd
+      # (boot.initrd.systemd.storePaths below; make-initrd-ng adds their libraries).
+      tools = pkgs: [ "${pkgs.btrfs-progs}/bin/mkfs.btrfs" "${pkgs.btrfs-progs}/bin/btrfs" ];
       fileSystems = {
         "/" = { device = dev; fsType = "btrfs"; options = [ "subvol=@root" ]; };
         "/nix" = { device = dev; fsType = "btrfs"; options = [ "subvol=@nix" ]; };
@@ -26,6 +29,7 @@ let
       '';
     };
     bcachefs = dev: {
+      tools = pkgs: [ "${pkgs.bcachefs-tools}/bin/bcachefs" ];
       # bcachefs has no subvol= mount option: util-linux mounts the subvolume with X-mount.subdir=.
       fileSystems = {
         "/" = { device = dev; fsType = "bcachefs"; options = [ "X-mount.subdir=@root" ]; };
@@ -41,6 +45,8 @@ let
       '';
     };
     zfs = dev: {
+      # zpool and zfs: the initrd's /bin has them (nixos/modules/tasks/filesystems/zfs.nix)
+      tools = pkgs: [ ];
       # "erase your darlings" layout: rpool/local is disposable, rpool/safe is kept.
       fileSystems = {
         "/" = { device = "rpool/local/root"; fsType = "zfs"; };
@@ -79,7 +85,9 @@ rec {
         assert "ephemeral-root: rollback finished" in log, "the initrd step did not finish"
         assert "rollback FAILED" not in log, "the initrd step failed"
         machine.succeed("test -f /etc/ephemeral-root.conf", "ephemeral-root check")
-        machine.wait_for_unit("ephemeral-root-baseline.service")
+        # finish (after multi-user.target) seals the root the initrd moved aside, prunes and takes
+        # the baseline: the old roots counted below are sealed only once it has run.
+        machine.wait_for_unit("ephemeral-root-finish.service")
 
 
     def write_state(tag):
@@ -128,6 +136,12 @@ rec {
         boot.initrd.luks.devices = lib.mkIf luks {
           cryptroot.device = "/dev/vda";
         };
+
+        # The initrd holds only listed store paths (and what they link to); systemd's util-linux there
+        # is a minimal build. Every program the test services below run by store path is listed, or
+        # `! blkid` would be true on every boot and the disk reformatted (vm-tests/nix-eval checks this).
+        boot.initrd.systemd.storePaths = [ "${pkgs.util-linux}/bin/blkid" ] ++ layout.tools pkgs
+          ++ lib.optional luks "${pkgs.cryptsetup}/bin/cryptsetup";
 
         # First boot only: the disk is blank, create the layout (LUKS container first when asked).
         boot.initrd.systemd.services.test-make-layout = {

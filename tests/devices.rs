@@ -1,0 +1,127 @@
+//! `--device LABEL=…` / `UUID=…` on real loop devices (issue 10 item 7): two btrfs filesystems
+//! with one label, a `dd` copy with the same UUID, an empty value, and a two-device btrfs
+//! filesystem whose members share a UUID (not ambiguous). Needs root (see tests/common).
+
+mod common;
+use common::*;
+use std::process::{Command, Output};
+
+/// Run the binary with `--device SPEC` (and no config file); nothing is mounted by the caller.
+fn run_spec(dir: &std::path::Path, spec: &str, args: &[&str]) -> Output {
+    std::fs::write(dir.join("none.conf"), "").unwrap();
+    Command::new(bin())
+        .args(args)
+        .arg("--device")
+        .arg(spec)
+        .arg("--config")
+        .arg(dir.join("none.conf"))
+        .env("EPHEMERAL_ROOT_LOG", "stderr")
+        .env("EPHEMERAL_ROOT_STATE_DIR", dir.join("state"))
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .expect("run ephemeral-root")
+}
+
+fn uuid_of(dev: &str) -> String {
+    sh(&format!("blkid -p -s UUID -o value {dev}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn ambiguous_labels_and_uuids_are_refused_naming_every_device() {
+    if !require_root("ambiguous_labels_and_uuids_are_refused_naming_every_device") {
+        return;
+    }
+    // A label no other test or machine uses.
+    let label = format!("ertest{}", std::process::id());
+    let mkfs = format!("mkfs.btrfs -q -f -L {label}");
+    let mut a = LoopFs::with_mkfs("dev-a", &mkfs);
+    a.subvol("@root");
+    a.umount();
+    let b = LoopFs::with_mkfs("dev-b", &mkfs);
+    let spec = format!("LABEL={label}");
+
+    // Two filesystems with one label: an error naming both devices, nothing touched.
+    let before = a.fingerprint();
+    a.umount();
+    let o = run_spec(&a.dir, &spec, &["list"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains(&format!("{spec} matches 2 filesystems")), "{e}");
+    assert!(e.contains(&a.dev) && e.contains(&b.dev), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    let o = run_spec(&a.dir, &spec, &["rollback", "--kernel-cmdline", ""]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        a.fingerprint(),
+        before,
+        "a refused rollback touched the filesystem"
+    );
+    a.umount();
+
+    // Empty values.
+    for empty in ["LABEL=", "UUID="] {
+        let o = run_spec(&a.dir, empty, &["list"]);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{e}");
+        assert!(e.contains("has an empty value"), "{e}");
+    }
+
+    // A dd copy of A: the same UUID on two devices.
+    drop(b);
+    let uuid = uuid_of(&a.dev);
+    assert!(!uuid.is_empty());
+    let spec = format!("UUID={uuid}");
+    let o = run_spec(&a.dir, &spec, &["list"]);
+    assert!(o.status.success(), "one filesystem: {}", stderr(&o));
+    let copy = a.dir.join("copy.img");
+    sh(&format!(
+        "cp --sparse=always {} {}",
+        a.img.display(),
+        copy.display()
+    ));
+    let cdev = sh(&format!("losetup -f --show {}", copy.display()))
+        .trim()
+        .to_string();
+    let o = run_spec(&a.dir, &spec, &["list"]);
+    let e = stderr(&o);
+    let _ = Command::new("losetup").arg("-d").arg(&cdev).output();
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("2 devices claim to be member 1 of the same btrfs filesystem")
+            && e.contains(&a.dev)
+            && e.contains(&cdev),
+        "{e}"
+    );
+}
+
+#[test]
+fn members_of_one_multi_device_filesystem_are_not_ambiguous() {
+    if !require_root("members_of_one_multi_device_filesystem_are_not_ambiguous") {
+        return;
+    }
+    let label = format!("ermulti{}", std::process::id());
+    let mut b = LoopFs::with_mkfs("multi-b", "");
+    let mut a = LoopFs::with_mkfs("multi-a", "");
+    sh(&format!(
+        "mkfs.btrfs -q -f -L {label} -d raid1 -m raid1 {} {}",
+        a.dev, b.dev
+    ));
+    sh(&format!("btrfs device scan {} {}", a.dev, b.dev));
+    a.subvol("@root");
+    a.umount();
+    b.umount();
+    for spec in [
+        format!("LABEL={label}"),
+        format!("UUID={}", uuid_of(&a.dev)),
+    ] {
+        let o = run_spec(&a.dir, &spec, &["list"]);
+        assert!(
+            o.status.success(),
+            "{spec}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            stderr(&o)
+        );
+    }
+}
