@@ -32,6 +32,10 @@
 #   WORK=DIR    keep images there (default: a new /var/tmp/er-rollback.XXXXXX, removed at the end);
 #               with KEEP=1 the base images (the slow part: 1M files) are kept and reused
 #   EPHEMERAL_ROOT_BIN / EPHEMERAL_ROOT_INITRD_BIN   use these binaries instead of building
+#   QUIET=LOAD  before each configuration's turn in a round, wait (up to 5 min, and up to
+#               QUIET_BUDGET seconds in all, default 3600) until the 1-minute load average is
+#               below LOAD: on a shared machine, measure in its quieter moments (all variants of
+#               one configuration and round still run back to back)
 #   CANDIDATE="[VAR=VALUE…] BINARY"   also time this build's rollback (variant rb_candidate, with
 #               `finish` of the full build after it), to measure a change in the same run
 # Prints the table (markdown) on stdout; raw samples in $WORK/samples.tsv (kept with KEEP=1,
@@ -182,18 +186,30 @@ for n in "${files_l[@]}"; do for d in "${due_l[@]}"; do for k in "${nested_l[@]}
   configure "$n" "$d" "$k"
 done; done; done
 : >"$work/samples.tsv"
+: >"$work/load"
 variants=(floor_sh floor_c rb_initrd rb_full backlog readme)
 [ -z "${CANDIDATE:-}" ] || variants+=(rb_candidate)
+budget=${QUIET_BUDGET:-3600}
+quiet() {
+  [ -n "${QUIET:-}" ] || return 0
+  local waited=0
+  while awk -v q="$QUIET" '{ exit !($1 >= q) }' /proc/loadavg && [ "$waited" -lt 300 ] \
+    && [ "$budget" -gt 0 ]; do
+    sleep 10; waited=$((waited + 10)); budget=$((budget - 10))
+  done
+}
 for round in $(seq 0 "$runs"); do
-  log "round $round of $runs$([ "$round" -gt 0 ] || echo ' (warm-up, not recorded)')"
+  log "round $round of $runs$([ "$round" -gt 0 ] || echo ' (warm-up, not recorded)'), load average $(cut -d' ' -f1 /proc/loadavg)"
   for c in "${cfgs[@]}"; do
+    quiet
+    [ "$round" -eq 0 ] || cut -d' ' -f1 /proc/loadavg >>"$work/load"
     for i in "${!variants[@]}"; do
       run_variant "$c" "${variants[$(( (i + round) % ${#variants[@]} ))]}"
     done
   done
 done
 for c in "${cfgs[@]}"; do restore "$c"; done
-echo "- load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/machine.md"
+echo "- load average at end: $(cut -d' ' -f1-3 /proc/loadavg); 1-minute load average when each configuration's turn began: $(sort -n "$work/load" | sed -n '1p;$p' | paste -sd- ) (median $(sort -n "$work/load" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'))${QUIET:+, waiting for it to be below $QUIET (up to 5 min a turn, $((${QUIET_BUDGET:-3600} - budget)) s waited in all)}" >>"$work/machine.md"
 cat "$work/machine.md"
 echo
 python3 - "$work/samples.tsv" <<'PY'
