@@ -1,121 +1,267 @@
 #!/usr/bin/env bash
-# Benchmark: `ephemeral-root rollback` vs. the impermanence README's shell rollback
-# (bench/impermanence-baseline.sh), on loop-device btrfs, for roots of 10k / 100k / 1M files with
-# 3 nested subvolumes and 50 old roots (each with 3 nested subvolumes) spread over 50 days.
-# Both sides prune what is older than 30 days (ours with --keep 30d).
+# Benchmark of the boot path (issue 14, item 2): `ephemeral-root rollback` against the physical
+# floor and against the impermanence README's script, on loop-device btrfs, all in one run.
 #
-# Each measured run starts from the same prepared state (untimed): the root is a writable snapshot
-# of a template holding N files, plus 3 nested subvolumes. Reports the first run (which prunes 20
-# old roots) and the median of the following steady-state runs.
+# For every configuration {FILES} x {DUE} x {NESTED} (default {10k, 1M files in the root} x
+# {0, 46 old roots due for pruning} x {3, 100 nested subvolumes in the root}) there is ONE btrfs
+# image on ONE loop device, and every variant runs on it:
+#   floor_sh   (a)  bench/floor.sh: mount the top level, `btrfs subvolume create` the next root,
+#                   two `mv`, umount: the unavoidable, with the stock tools
+#   floor_c    (a0) bench/floor.c: the same system calls from one static program (no shell, no
+#                   process per step): the kernel's floor
+#   rb_initrd  (b)  `ephemeral-root rollback`, the initrd build (scripts/build-static --initrd): the
+#                   boot path as it runs in the initrd; `finish` ran after the previous boot
+#   rb_full    (b)  the same with the full build (scripts/build-static)
+#   backlog    (b') `ephemeral-root rollback` (initrd build) when `finish` did NOT run after the
+#                   previous boot: its unsealed root (with NESTED nested subvolumes) is pending and
+#                   the due old roots were not pruned, so rollback does that work too
+#   readme     (c)  bench/impermanence-baseline.sh
+#   finish     (d)  `ephemeral-root finish --no-baseline` (full build), timed right after each
+#                   rb_initrd and rb_full run: not on the boot path
+# The state before every timed run is the same for every variant (bench/rollback-state.py puts it
+# back and compares the list of subvolumes and read-only flags with the one recorded first): the
+# root (N files, NESTED nested subvolumes, built once per image and moved back after each run),
+# 5 recent old roots and DUE old roots 40+ days old with 3 nested subvolumes each, in both
+# layouts (ephemeral-root's @snapshots, read-only; the README's old_roots, writable). Retention:
+# ours `--keep 30d`, the README's `find -mtime +30`. Both keep the recent ones, prune the due ones.
+# The variants alternate (their order rotates every round), configurations too, so machine load
+# hits all alike; each cell is the median of RUNS runs, after one warm-up round that is not
+# recorded. Timings are wall-clock from fork to exit. Results: bench/RESULTS-rollback.md.
 #
-# Usage: sudo bench/rollback.sh [SIZES...]   (default: 10000 100000 1000000; RUNS=7)
+# Usage: sudo bench/rollback.sh            (RUNS=15 FILES="10000 1000000" DUE="0 46" NESTED="3 100")
+#   WORK=DIR    keep images there (default: a new /var/tmp/er-rollback.XXXXXX, removed at the end);
+#               with KEEP=1 the base images (the slow part: 1M files) are kept and reused
+#   EPHEMERAL_ROOT_BIN / EPHEMERAL_ROOT_INITRD_BIN   use these binaries instead of building
+#   QUIET=LOAD  before each configuration's turn in a round, wait (up to 5 min, and up to
+#               QUIET_BUDGET seconds in all, default 3600) until the 1-minute load average is
+#               below LOAD: on a shared machine, measure in its quieter moments (all variants of
+#               one configuration and round still run back to back)
+#   CANDIDATE="[VAR=VALUE…] BINARY"   also time this build's rollback (variant rb_candidate, with
+#               `finish` of the full build after it), to measure a change in the same run
+# Prints the table (markdown) on stdout; raw samples in $WORK/samples.tsv (kept with KEEP=1,
+# or copied to $OUT if set).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(10000 100000 1000000)
-runs=${RUNS:-7}
-command -v mkfs.btrfs >/dev/null || apt-get install -y -qq btrfs-progs >/dev/null
-bin=${EPHEMERAL_ROOT_BIN:-$("$here/../scripts/build-static")}
-work=$(mktemp -d /var/tmp/er-bench.XXXXXX)
+repo=$(cd "$here/.." && pwd)
+runs=${RUNS:-15}
+read -r -a files_l <<<"${FILES:-10000 1000000}"
+read -r -a due_l <<<"${DUE:-0 46}"
+read -r -a nested_l <<<"${NESTED:-3 100}"
+[ "$(id -u)" = 0 ] || { echo "rollback.sh: run as root (loop devices, mounts)" >&2; exit 1; }
+for t in mkfs.btrfs btrfstune btrfs cc python3 losetup; do
+  command -v "$t" >/dev/null || { echo "rollback.sh: $t is missing (apt-get install btrfs-progs gcc python3)" >&2; exit 1; }
+done
+state="$here/rollback-state.py"
+
+full=${EPHEMERAL_ROOT_BIN:-$("$repo/scripts/build-static")}
+initrd=${EPHEMERAL_ROOT_INITRD_BIN:-$("$repo/scripts/build-static" --initrd)}
+work=${WORK:-$(mktemp -d /var/tmp/er-rollback.XXXXXX)}
+mkdir -p "$work"
+cc -O2 -static -o "$work/floor" "$here/floor.c"
+
 loops=()
 cleanup() {
-  for m in "$work"/*/top; do umount "$m" 2>/dev/null || true; done
-  for l in "${loops[@]}"; do losetup -d "$l" 2>/dev/null || true; done
-  rm -rf "$work"
+  for l in "${loops[@]}"; do
+    umount "$work/top" 2>/dev/null || true
+    losetup -d "$l" 2>/dev/null || true
+  done
+  if [ "${KEEP:-0}" != 1 ]; then
+    [ -z "${OUT:-}" ] || cp "$work/samples.tsv" "$OUT" 2>/dev/null || true
+    rm -rf "$work"
+  fi
 }
 trap cleanup EXIT
-ms() { echo $(( ($2 - $1) / 1000000 )); }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+mkdir -p "$work/top"
 
-fill() { # DIR N: N small files in directories of 1000
-  python3 - "$1" "$2" <<'PY'
-import os, sys
-d, n = sys.argv[1], int(sys.argv[2])
-for i in range(n):
-    sub = os.path.join(d, "usr", f"d{i // 1000:04d}")
-    if i % 1000 == 0:
-        os.makedirs(sub, exist_ok=True)
-    with open(os.path.join(sub, f"f{i}"), "w") as f:
-        f.write("x")
-PY
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+# base N: an image with the root of N files and the recent old roots (reused with KEEP=1)
+base() {
+  local n=$1 img="$work/base-$1.img"
+  if [ -f "$img" ] && [ -f "$work/base-$n.json" ]; then return; fi
+  log "building the base image with $n files"
+  rm -f "$img"; truncate -s 16G "$img"; mkfs.btrfs -q -f "$img" >/dev/null
+  local l; l=$(losetup -f --show "$img")
+  mount -o subvolid=5 "$l" "$work/top"
+  python3 "$state" base "$work/top" "$n" "$work/base-$n.json.tmp"
+  umount "$work/top"; losetup -d "$l"
+  mv "$work/base-$n.json.tmp" "$work/base-$n.json"
 }
 
-# setup KIND N: KIND is "ours" (@root, @snapshots) or "base" (root, old_roots)
-setup() {
-  local kind=$1 n=$2 dir="$work/$1-$2"
-  mkdir -p "$dir/top"
-  truncate -s 16G "$dir/img"
-  mkfs.btrfs -q -f "$dir/img" >/dev/null
-  local l; l=$(losetup -f --show "$dir/img"); loops+=("$l"); echo "$l" > "$dir/dev"
-  mount -o subvolid=5 "$l" "$dir/top"
-  local t="$dir/top"
-  btrfs -q subvolume create "$t/template"
-  fill "$t/template" "$n"
-  for s in machines portables containers; do
-    btrfs -q subvolume create "$t/nested-$s"; echo "$s" > "$t/nested-$s/data"
-  done
-  btrfs -q subvolume create "$t/small"; echo small > "$t/small/f"
-  mkdir -p "$t/small/var/lib"
-  for s in machines portables containers; do btrfs -q subvolume create "$t/small/var/lib/$s"; done
-  local snaps=$([ "$kind" = ours ] && echo "@snapshots" || echo "old_roots")
-  [ "$kind" = ours ] && btrfs -q subvolume create "$t/$snaps" || mkdir -p "$t/$snaps"
-  local now; now=$(date +%s)
-  for i in $(seq 1 50); do
-    local ts=$((now - i * 86400 - 3600))
-    if [ "$kind" = ours ]; then
-      local name; name=$(date -u -d "@$ts" +%Y-%m-%dT%H-%M-%SZ)
-      btrfs -q subvolume snapshot -r "$t/small" "$t/$snaps/.tmp"
-      mv "$t/$snaps/.tmp" "$t/$snaps/$name"
-      # nested subvolumes inside the old root, read-only, as rollback keeps them
-      btrfs property set -ts "$t/$snaps/$name" ro false
-      for s in machines portables containers; do
-        rmdir "$t/$snaps/$name/var/lib/$s"
-        btrfs -q subvolume snapshot -r "$t/small/var/lib/$s" "$t/$snaps/$name/var/lib/$s"
-      done
-      btrfs property set -ts "$t/$snaps/$name" ro true
-    else
-      local name; name=$(date -d "@$ts" "+%Y-%m-%d_%H:%M:%S")
-      btrfs -q subvolume snapshot "$t/small" "$t/$snaps/$name"
-      for s in machines portables containers; do
-        rmdir "$t/$snaps/$name/var/lib/$s"
-        btrfs -q subvolume snapshot "$t/small/var/lib/$s" "$t/$snaps/$name/var/lib/$s"
-      done
-      touch -d "@$ts" "$t/$snaps/$name"
-    fi
-  done
-  sync; umount "$t"
+declare -A dev
+cfgs=()
+# configure N D K: a copy of the base image (its own filesystem id), its own loop device
+configure() {
+  local n=$1 d=$2 k=$3 c="$1-$2-$3"
+  log "configuration $c: copying the base image, $k nested subvolumes, $d old roots due"
+  cp --sparse=always "$work/base-$n.img" "$work/cfg-$c.img"
+  btrfstune -m "$work/cfg-$c.img" >/dev/null
+  local l; l=$(losetup -f --show "$work/cfg-$c.img"); loops+=("$l"); dev[$c]=$l
+  mount -o subvolid=5 "$l" "$work/top"
+  python3 "$state" configure "$work/top" "$work/base-$n.json" "$d" "$k" "$work/cfg-$c.json"
+  python3 "$state" restore "$work/top" "$work/cfg-$c.json" >/dev/null
+  umount "$work/top"
+  cfgs+=("$c")
 }
 
-# prepare KIND N: put a full root in place (untimed)
-prepare() {
-  local kind=$1 n=$2 dir="$work/$1-$2" t="$work/$1-$2/top"
-  local root=$([ "$kind" = ours ] && echo "@root" || echo "root")
-  mount -o subvolid=5 "$(cat "$dir/dev")" "$t"
-  btrfs -q subvolume snapshot "$t/template" "$t/$root"
-  mkdir -p "$t/$root/var/lib"
-  for s in machines portables containers; do
-    btrfs -q subvolume snapshot "$t/nested-$s" "$t/$root/var/lib/$s"
-  done
-  date > "$t/$root/boot-marker"
-  sync; umount "$t"; sync
+# restore C [readme|backlog]: the prepared state again (untimed), plus what the variant needs.
+# Checks that the variant that ran last on C pruned what it had to (all due old roots in its own
+# layout, none in the other), so no variant is timed doing less than its work.
+declare -A last
+restore() {
+  local c=$1 d=${1#*-}; d=${d%-*}
+  local want="0 0"
+  case ${last[$c]:-} in
+    rb_initrd | rb_full | rb_candidate | backlog) want="$d 0" ;; # (+ finish for rb_*)
+    readme) want="0 $d" ;;
+  esac
+  mount -o subvolid=5 "${dev[$c]}" "$work/top"
+  local got; got=$(python3 "$state" restore "$work/top" "$work/cfg-$c.json" "${2:-}")
+  umount "$work/top"
+  if [ "$got" != "$want" ]; then
+    echo "rollback.sh: after ${last[$c]:-setup} on $c, old roots pruned (@snapshots old_roots): $got, expected $want" >&2
+    exit 1
+  fi
 }
 
-run_ours() { "$bin" rollback --device "$(cat "$work/ours-$1/dev")" --keep 30d --kernel-cmdline "" --config /dev/null -q; }
-run_base() { "$here/impermanence-baseline.sh" "$(cat "$work/base-$1/dev")"; }
+us() { local t=${1/./}; echo "${t#0}"; }
+# timed C VARIANT CMD...: run CMD, append the wall time to the samples
+timed() {
+  local c=$1 v=$2; shift 2
+  local t0=$EPOCHREALTIME
+  if ! "$@" >/dev/null 2>"$work/err"; then
+    echo "rollback.sh: $v on $c failed:" >&2; cat "$work/err" >&2; exit 1
+  fi
+  local t1=$EPOCHREALTIME
+  [ "$round" -gt 0 ] || return 0 # the warm-up round is not recorded
+  printf '%s\t%s\t%s\t%s\n' "${c//-/$'\t'}" "$v" "$round" \
+    "$(awk -v a="$(us "$t0")" -v b="$(us "$t1")" 'BEGIN { printf "%.1f", (b - a) / 1000 }')" \
+    >>"$work/samples.tsv"
+}
 
-echo "| files in root | ephemeral-root first run (ms) | baseline first run (ms) | ephemeral-root steady median (ms) | baseline steady median (ms) | ratio (steady) |"
-echo "|---:|---:|---:|---:|---:|---:|"
-for n in "${sizes[@]}"; do
-  setup ours "$n"; setup base "$n"
-  declare -A first=(); : > "$work/ours.t"; : > "$work/base.t"
-  for i in $(seq 1 "$runs"); do
-    for kind in ours base; do
-      prepare "$kind" "$n"
-      t0=$(date +%s%N); "run_$kind" "$n"; t1=$(date +%s%N)
-      d=$(ms "$t0" "$t1")
-      if [ "$i" = 1 ]; then first[$kind]=$d; else echo "$d" >> "$work/$kind.t"; fi
+ours() { # BIN COMMAND C [ARGS]
+  "$1" "$2" --device "${dev[$3]}" --keep 30d --config /dev/null -q "${@:4}"
+}
+
+run_variant() { # C VARIANT
+  local c=$1
+  case $2 in
+    floor_sh) restore "$c"; timed "$c" floor_sh "$here/floor.sh" "${dev[$c]}" ;;
+    floor_c) restore "$c"; timed "$c" floor_c "$work/floor" "${dev[$c]}" ;;
+    rb_initrd | rb_full)
+      local bin=$initrd; [ "$2" = rb_full ] && bin=$full
+      restore "$c"
+      timed "$c" "$2" ours "$bin" rollback "$c" --kernel-cmdline ""
+      timed "$c" finish ours "$full" finish "$c" --no-baseline
+      ;;
+    rb_candidate)
+      restore "$c"
+      # shellcheck disable=SC2086 # CANDIDATE is a command prefix
+      timed "$c" rb_candidate env $CANDIDATE rollback --device "${dev[$c]}" --keep 30d \
+        --config /dev/null -q --kernel-cmdline ""
+      ours "$full" finish "$c" --no-baseline >/dev/null
+      ;;
+    backlog)
+      restore "$c" backlog
+      timed "$c" backlog ours "$initrd" rollback "$c" --kernel-cmdline ""
+      ;;
+    readme) restore "$c" readme; timed "$c" readme "$here/impermanence-baseline.sh" "${dev[$c]}" ;;
+  esac
+  last[$c]=$2
+}
+
+machine() {
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "- commit: $(git -C "$repo" rev-parse --short HEAD)$(git -C "$repo" diff --quiet HEAD -- src || echo ' (src modified)')"
+  echo "- kernel $(uname -r), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/ {print $2}') GiB"
+  echo "- $(btrfs --version), loop devices on $(df -T "$work" | awk 'NR==2 {print $2}') image files"
+  echo "- binaries: full $(stat -c %s "$full") bytes, initrd $(stat -c %s "$initrd") bytes"
+}
+
+log "work directory $work"
+machine >"$work/machine.md"
+echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/machine.md"
+for n in "${files_l[@]}"; do base "$n"; done
+for n in "${files_l[@]}"; do for d in "${due_l[@]}"; do for k in "${nested_l[@]}"; do
+  configure "$n" "$d" "$k"
+done; done; done
+: >"$work/samples.tsv"
+: >"$work/load"
+variants=(floor_sh floor_c rb_initrd rb_full backlog readme)
+[ -z "${CANDIDATE:-}" ] || variants+=(rb_candidate)
+budget=${QUIET_BUDGET:-3600}
+quiet() {
+  [ -n "${QUIET:-}" ] || return 0
+  local waited=0
+  while awk -v q="$QUIET" '{ exit !($1 >= q) }' /proc/loadavg && [ "$waited" -lt 300 ] \
+    && [ "$budget" -gt 0 ]; do
+    sleep 10; waited=$((waited + 10)); budget=$((budget - 10))
+  done
+}
+for round in $(seq 0 "$runs"); do
+  log "round $round of $runs$([ "$round" -gt 0 ] || echo ' (warm-up, not recorded)'), load average $(cut -d' ' -f1 /proc/loadavg)"
+  for c in "${cfgs[@]}"; do
+    quiet
+    [ "$round" -eq 0 ] || cut -d' ' -f1 /proc/loadavg >>"$work/load"
+    for i in "${!variants[@]}"; do
+      run_variant "$c" "${variants[$(( (i + round) % ${#variants[@]} ))]}"
     done
   done
-  mo=$(median < "$work/ours.t"); mb=$(median < "$work/base.t")
-  ratio=$(awk -v a="$mb" -v b="$mo" 'BEGIN { if (b < 1) b = 1; printf "%.1f×", a / b }')
-  echo "| $n | ${first[ours]} | ${first[base]} | $mo | $mb | $ratio |"
 done
+for c in "${cfgs[@]}"; do restore "$c"; done
+echo "- load average at end: $(cut -d' ' -f1-3 /proc/loadavg); 1-minute load average when each configuration's turn began: $(sort -n "$work/load" | sed -n '1p;$p' | paste -sd- ) (median $(sort -n "$work/load" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'))${QUIET:+, waiting for it to be below $QUIET (up to 5 min a turn, $((${QUIET_BUDGET:-3600} - budget)) s waited in all)}" >>"$work/machine.md"
+cat "$work/machine.md"
+echo
+python3 - "$work/samples.tsv" <<'PY'
+# Medians per variant; ratios are medians of the per-round ratios (the variants of one round ran
+# back to back on the same device, so each ratio compares runs made under the same load).
+import statistics, sys
+from collections import defaultdict
+s = defaultdict(list)  # (n, d, k, variant) -> [ms]
+per = defaultdict(dict)  # (n, d, k, round) -> {variant: ms} (the first sample of the round)
+for line in open(sys.argv[1]):
+    n, d, k, v, r, ms = line.split("\t")
+    c = (int(n), int(d), int(k))
+    s[c + (v,)].append(float(ms))
+    per[c + (int(r),)].setdefault(v, float(ms))
+cells = sorted({key[:3] for key in s})
+med = lambda c, v: statistics.median(s[c + (v,)])
+def ratio(c, x, y):
+    return statistics.median(p[x] / p[y] for key, p in per.items() if key[:3] == c)
+def diff(c, x, y):
+    return statistics.median(p[x] - p[y] for key, p in per.items() if key[:3] == c)
+def f(x):
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+print("| files | due | nested | (a) floor, shell | (a0) floor, syscalls | (b) rollback | (b)/(a) | (b)/(a0) | (b)−(a0) | (b') backlog | (c) README script | (c)/(b) | (d) finish |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+b, a0, over = [], [], []
+for c in cells:
+    m = {v: med(c, v) for v in ("floor_sh", "floor_c", "rb_initrd", "backlog", "readme", "finish")}
+    b.append(m["rb_initrd"]); a0.append(m["floor_c"]); over.append(diff(c, "rb_initrd", "floor_c"))
+    print(f"| {c[0]:,} | {c[1]} | {c[2]} | {f(m['floor_sh'])} | {f(m['floor_c'])} | {f(m['rb_initrd'])} "
+          f"| {ratio(c, 'rb_initrd', 'floor_sh'):.2f} | {ratio(c, 'rb_initrd', 'floor_c'):.2f} | {over[-1]:+.1f} "
+          f"| {f(m['backlog'])} | {f(m['readme'])} | {ratio(c, 'readme', 'rb_initrd'):.1f}× | {f(m['finish'])} |")
+print()
+print(f"Milliseconds: medians of {min(len(x) for x in s.values())} runs; ratios and (b)−(a0): medians of "
+      f"the per-round ratios and differences. (b) is the initrd build. Across the table: (b) max/min = "
+      f"{max(b):.1f}/{min(b):.1f} = {max(b)/min(b):.2f}; the floor (a0) itself {max(a0):.1f}/{min(a0):.1f} = "
+      f"{max(a0)/min(a0):.2f}; (b)−(a0) from {min(over):+.1f} to {max(over):+.1f} ms.")
+print()
+print("Every variant, min–median–max (ms):")
+print()
+vs = [v for v in ("floor_sh", "floor_c", "rb_initrd", "rb_full", "rb_candidate", "backlog", "readme", "finish")
+      if any(k[3] == v for k in s)]
+print("| files | due | nested | " + " | ".join(vs) + " |")
+print("|---:|---:|---:|" + "---|" * len(vs))
+for c in cells:
+    row = []
+    for v in vs:
+        x = s[c + (v,)]
+        row.append(f"{f(min(x))}–{f(statistics.median(x))}–{f(max(x))}")
+    print(f"| {c[0]:,} | {c[1]} | {c[2]} | " + " | ".join(row) + " |")
+if "rb_candidate" in vs:
+    print()
+    print("Candidate build (CANDIDATE), per-round medians: " + "; ".join(
+        f"{c[0]:,}/{c[1]}/{c[2]}: {f(med(c, 'rb_candidate'))} ms, /(a0) {ratio(c, 'rb_candidate', 'floor_c'):.2f}, "
+        f"−(a0) {diff(c, 'rb_candidate', 'floor_c'):+.1f}" for c in cells))
+PY
