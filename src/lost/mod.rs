@@ -668,6 +668,7 @@ mod tests {
         Meta {
             kind,
             size: 7,
+            allocated: 7,
             dev: 0,
             ino: 0,
             mode: 0,
