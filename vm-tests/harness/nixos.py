@@ -121,9 +121,11 @@ exec chroot "$r" "$@"
            "--modules", DRACUT_MODULES, "--omit", "dracut-systemd ephemeral-root",
            "--add-drivers", "virtio_blk virtio_pci btrfs bcachefs dm_crypt",
            "--install", " ".join(SETUP_TOOLS), inside]
-    run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "ertest-dracut", root, kernel.moddir,
-         kernel.kver, "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"] + cmd,
-        stdout=subprocess.DEVNULL)  # (systemd-sysusers' "Creating user ..." lines)
+    # (its output is systemd-sysusers' "Creating user ..." lines: shown only when dracut fails)
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "ertest-dracut", root,
+                        kernel.moddir, kernel.kver, "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                        "LANG=C.UTF-8"] + cmd, capture_output=True, text=True)
+    check(r.returncode == 0, "dracut in %s failed (exit %d):\n%s%s" % (root, r.returncode, r.stdout[-2000:], r.stderr[-3000:]))
     shutil.move(os.path.join(root, inside.lstrip("/")), img + ".tmp")
     # the archive's file lines only (the header repeats dracut's arguments)
     listing = "\n".join(l for l in out(["lsinitrd", img + ".tmp"]).splitlines() if re.match(r"^[-dlcbps][-rwxsStT]{9} ", l))
@@ -401,6 +403,19 @@ def check_rendered(c, b, fs, n):
         got = er.get("nixos-mount-%s" % unit, "")
         c.expect(b, ("source=%s " % want_src) in got + " " and ("what=%s " % what) in got + " ",
                  "boot %d: %s.mount is not the one generated from %s's line for %s: %s" % (n, unit, want_src, where, got))
+    # stage 2 (after switch-root): / and /nix are the rendered lines' filesystems (and subvolume, on btrfs)
+    for what, where, typ, opts in (l[:4] for l in fstab):
+        key = {"/": "root-mount", "/nix": "nix-mount"}.get(where)
+        if key is None:
+            continue
+        got = er.get(key, "").split()
+        fstype = got[1] if key == "root-mount" and len(got) > 1 else (got[0] if got else "")
+        c.expect(b, fstype == typ, "boot %d: %s is %r in stage 2, the rendered line says %s" % (n, where, fstype, typ))
+        sub = [o for o in opts.split(",") if o.startswith("subvol=")]
+        if sub:
+            want = "subvol=/" + sub[0].split("=", 1)[1].lstrip("/")
+            c.expect(b, want in (got[-1].split(",") if got else []),
+                     "boot %d: %s mounted with %s, the rendered line says %s" % (n, where, got[-1:] , sub[0]))
     sd = version_tuple(er.get("nixos-systemd", "0"))
     ul = version_tuple((er.get("nixos-util-linux") or "0").split()[0])
     c.expect(b, sd >= MIN_SYSTEMD and ul >= MIN_UTIL_LINUX,
@@ -458,34 +473,46 @@ def sc_nixos_emergency(c, fs, env, m, n):
     return b
 
 
-# plant -> regex the scenario's failure must match (the check that catches it)
+# plant -> (the check that must report it, regex its failure must match)
 SELFTEST = {
-    "no-binary": r"no 'rollback finished'",
-    "unit-after-sysroot": r"/sysroot was mounted while the unit ran|rollback FAILED|not after 'rollback finished'",
-    "no-sysroot-fstab": r"did not reach the end of stage 2|not the one generated from|timed out",
+    "no-binary": ("boot", r"no 'rollback finished'"),
+    "unit-after-sysroot": ("order", r"/sysroot was mounted while the unit ran"),
+    "no-sysroot-fstab": ("rendered", r"sysroot\.mount is not the one generated from /etc/initrd-fstab"),
 }
 
 
 def sc_nixos_selftest(c, fs, env, plants=None):
-    """Each plant (PLANTS) on a fresh machine, one boot: the scenario's checks must fail with SELFTEST's
-    message; a control machine without a plant must pass the same checks."""
+    """Each plant (PLANTS) on a fresh machine, one boot: the check SELFTEST names must fail with its
+    message; a control machine without a plant must pass every check."""
     from .core import TestFailure
+    from .dracut import check_order
+
+    def run_checks(b):
+        res = {}
+        for name, fn in (("boot", lambda: check_after_rollback(c, b, 1, keep=5, oldroots_exact=0,
+                                                               root_allow=ROOT_ALLOW)),
+                         ("order", lambda: check_order(c, b)),
+                         ("rendered", lambda: check_rendered(c, b, fs, 1))):
+            c.completed = []
+            try:
+                fn()
+                res[name] = None
+            except TestFailure as e:
+                res[name] = str(e)
+        return res
+
     results = {}
     for plant in [None] + list(plants or SELFTEST):
-        c.completed = []
         m = nixos_machine(c, fs, env, plant=plant)
-        err = None
-        try:
-            b = m.boot(label=plant or "control", stop_on=r"ERTEST emergency mode|Failed to switch root")
-            check_after_rollback(c, b, 1, keep=5, oldroots_exact=0, root_allow=ROOT_ALLOW)
-            check_rendered(c, b, fs, 1)
-        except TestFailure as e:
-            err = str(e)
+        b = m.boot(label=plant or "control", stop_on=r"ERTEST emergency mode|Failed to switch root")
+        res = run_checks(b)
         if plant is None:
-            c.expect(None, err is None, "control boot (nothing planted) failed: %s" % err)
+            c.expect(b, all(v is None for v in res.values()), "control boot (nothing planted) failed: %s" % res)
             continue
-        ok = err is not None and re.search(SELFTEST[plant], err) is not None
+        which, pat = SELFTEST[plant]
+        err = res[which]
+        ok = err is not None and re.search(pat, err) is not None
         results[plant] = err.split(" (serial log")[0] if err else "passed"
-        log("%s: planted %s (%s): %s" % (c.name, plant, PLANTS[plant], results[plant]))
-        c.expect(None, ok, "planted %s: not reported (want /%s/, got: %s)" % (plant, SELFTEST[plant], err or "no failure"))
+        log("%s: planted %s (%s): the %s check says: %s" % (c.name, plant, PLANTS[plant], which, results[plant]))
+        c.expect(b, ok, "planted %s: the %s check did not report it (want /%s/, got: %s)" % (plant, which, pat, err or "no failure"))
     c.stats["plants"] = results
