@@ -241,6 +241,59 @@ fn block_devices() -> Vec<String> {
 /// one filesystem, or two devices that claim to be the same member of one filesystem (a `dd`
 /// copy), is an error naming every device; an empty `UUID=`/`LABEL=` is a usage error.
 pub fn resolve_devices(spec: &str) -> Result<(Vec<String>, Option<Super>)> {
+    // `/dev/vda:/dev/vdb` (the bcachefs mount syntax, which NixOS's `fileSystems.<x>.device`
+    // and our dracut module use): every listed device must be a member of one filesystem. A path
+    // that exists as given (by-path names hold colons) is one device.
+    if spec.contains(':')
+        && !spec.starts_with("UUID=")
+        && !spec.starts_with("LABEL=")
+        && !std::path::Path::new(spec).exists()
+    {
+        return resolve_list(spec);
+    }
+    resolve_one(spec)
+}
+
+/// A colon-separated list of member devices: resolved by its first member (which finds every
+/// member by scanning and refuses a filesystem with one missing); each listed device must be one
+/// of the members found, with the same filesystem UUID.
+fn resolve_list(spec: &str) -> Result<(Vec<String>, Option<Super>)> {
+    let shown = crate::escape::cut_str(spec);
+    let parts: Vec<&str> = spec.split(':').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || p.starts_with("UUID=") || p.starts_with("LABEL="))
+    {
+        return Err(Error::Usage(format!(
+            "--device {shown}: a list of member devices is device paths separated by `:`, without empty entries, UUID= or LABEL=; or name the filesystem once by UUID=<uuid>"
+        )));
+    }
+    let (members, sup) = resolve_one(parts[0])?;
+    let Some(sup) = sup else {
+        return Err(Error::Usage(format!(
+            "--device {shown}: {} holds no btrfs or bcachefs filesystem; check --device / `device =`",
+            crate::escape::cut_str(parts[0])
+        )));
+    };
+    let canon = |d: &str| std::fs::canonicalize(d).unwrap_or_else(|_| d.into());
+    for p in &parts[1..] {
+        let other = read_super(p).ok().flatten();
+        let same = other.as_ref().is_some_and(|o| o.uuid == sup.uuid);
+        if !same || !members.iter().any(|m| canon(m) == canon(p)) {
+            return Err(Error::Usage(format!(
+                "--device {shown}: {} is not a member of the filesystem on {} (UUID {}; members found: {}); list only that filesystem's devices, or name it by UUID={}",
+                crate::escape::cut_str(p),
+                crate::escape::cut_str(parts[0]),
+                format_uuid(&sup.uuid),
+                members.join(", "),
+                format_uuid(&sup.uuid),
+            )));
+        }
+    }
+    Ok((members, Some(sup)))
+}
+
+fn resolve_one(spec: &str) -> Result<(Vec<String>, Option<Super>)> {
     let scan = |pred: &dyn Fn(&Super) -> bool| -> Vec<(String, Super)> {
         block_devices()
             .into_iter()

@@ -125,3 +125,59 @@ fn members_of_one_multi_device_filesystem_are_not_ambiguous() {
         );
     }
 }
+
+/// `--device /dev/a:/dev/b` (the bcachefs mount syntax NixOS and the dracut module write): the
+/// members of one filesystem are accepted in any order; a device of another filesystem, an empty
+/// entry or a `UUID=` inside the list is one line naming it, and nothing is touched.
+#[test]
+fn colon_lists_of_members_are_one_filesystem() {
+    if !require_root("colon_lists_of_members_are_one_filesystem") {
+        return;
+    }
+    let label = format!("ercolon{}", std::process::id());
+    let mut b = LoopFs::with_mkfs("colon-b", "");
+    let mut a = LoopFs::with_mkfs("colon-a", "");
+    let mut c = LoopFs::with_mkfs("colon-c", "");
+    sh(&format!(
+        "mkfs.btrfs -q -f -L {label} -d raid1 -m raid1 {} {}",
+        a.dev, b.dev
+    ));
+    sh(&format!("btrfs device scan {} {}", a.dev, b.dev));
+    a.subvol("@root");
+    a.umount();
+    b.umount();
+    c.umount();
+    for spec in [
+        format!("{}:{}", a.dev, b.dev),
+        format!("{}:{}", b.dev, a.dev),
+    ] {
+        let o = run_spec(&a.dir, &spec, &["list"]);
+        assert!(o.status.success(), "{spec}: {}", stderr(&o));
+    }
+    for (spec, want) in [
+        (
+            format!("{}:{}", a.dev, c.dev),
+            format!("{} is not a member", c.dev),
+        ),
+        (
+            format!("{}::{}", a.dev, b.dev),
+            "without empty entries".to_string(),
+        ),
+        (
+            format!("{}:LABEL={label}", a.dev),
+            "without empty entries, UUID= or LABEL=".to_string(),
+        ),
+    ] {
+        let o = run_spec(&a.dir, &spec, &["rollback"]);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{spec}: {e}");
+        assert!(e.contains(&want), "{spec}: {e}");
+        assert_eq!(e.trim().lines().count(), 1, "{spec}: {e}");
+    }
+    // Nothing was touched: no snapshots location was made by the refused rollbacks.
+    a.mount();
+    assert!(
+        !a.exists("@snapshots"),
+        "a refused rollback touched the filesystem"
+    );
+}
