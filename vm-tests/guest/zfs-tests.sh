@@ -497,7 +497,7 @@ fi
 # below var/lib, half below etc) with a baseline, then zt.changed changes (default 1000: half appends to
 # existing files spread over every directory, half new files in every fourth directory): `diff --json`
 # against `zfs diff` (same snapshot, same root) and `find -newer` (a stamp touched just before the baseline),
-# interleaved (the order rotates every round), warm ARC, zt.runs rounds (default 5), medians. Then the boot
+# interleaved (the order rotates every round), warm ARC, zt.runs rounds (default 3), medians. Then the boot
 # path: `rollback` on this layout, zt.runs times (the root written each time; `finish` untimed after each).
 # Times from /proc/uptime (10 ms resolution); TIME lines go to the harness's notes (harness/suites.py).
 bench_ms() { awk '{printf "%d", $1 * 1000}' /proc/uptime; }
@@ -528,7 +528,7 @@ bench_group() {
   local files changed runs nd t0 r v i order
   files=$(arg zt.files); [ -n "$files" ] || files=20000
   changed=$(arg zt.changed); [ -n "$changed" ] || changed=1000
-  runs=$(arg zt.runs); [ -n "$runs" ] || runs=5
+  runs=$(arg zt.runs); [ -n "$runs" ] || runs=3   # zfs diff takes minutes under TCG
   layout benchz
   mkdir -p /tmp/broot
   mount -t zfs "$T/local/root" /tmp/broot || { fail bench-mount "cannot mount $T/local/root"; return; }

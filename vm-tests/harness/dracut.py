@@ -170,15 +170,16 @@ def unit_times(b):
     (guest/order-probe prints ExecMainStart/ExecMainExitTimestampMonotonic after it exited): `unit_ms`, the
     unit's run time without the test drop-ins (the `check --json` and probes run before and after it); and
     `self_ms`, the program's own "rollback finished in N ms". None when the boot printed neither (a cut,
-    a failed rollback). Emulated CPU (TCG): compare these with each other, not with the host's benchmark."""
+    a failed rollback, a `skip` boot: no "rollback finished" line, nothing recorded). Emulated CPU (TCG):
+    compare these with each other, not with the host's benchmark."""
     m = re.search(r"ERTEST unit-main ExecMainStartTimestampMonotonic=(\d+) ExecMainExitTimestampMonotonic=(\d+)", b.text)
     f = re.search(r"ephemeral-root: rollback finished in (\d+) ms", b.text)
-    r = {}
+    if not f:
+        return None
+    r = {"self_ms": int(f.group(1))}
     if m and int(m.group(1)) > 0 and int(m.group(2)) >= int(m.group(1)):
         r["unit_ms"] = round((int(m.group(2)) - int(m.group(1))) / 1000.0, 1)
-    if f:
-        r["self_ms"] = int(f.group(1))
-    return r or None
+    return r
 
 
 def unit_summary(rows):
