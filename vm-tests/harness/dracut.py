@@ -185,10 +185,11 @@ def unit_times(b):
 def unit_summary(rows):
     """One line for the results table: medians (min-max) of the rollback unit's run time over the boots."""
     def med(k):
+        import statistics
         v = sorted(r[k] for r in rows if k in r)
         if not v:
             return "-"
-        return "%s ms (%s-%s)" % (v[len(v) // 2], v[0], v[-1])
+        return "%.0f ms (%s-%s)" % (statistics.median(v), v[0], v[-1])
     return "rollback unit %s, program's own %s, %d boots, load %.1f-%.1f" % (
         med("unit_ms"), med("self_ms"), len(rows), min(r["load"] for r in rows), max(r["load"] for r in rows))
 
