@@ -491,6 +491,26 @@ if want selftest; then
   zfs destroy -R "$T" >/dev/null 2>&1; T=rpool
 fi
 
+# ---- diff of the live root: the root mounted read-write elsewhere, as / is on a running system --------
+# ZFS refuses a read-only mount of a dataset mounted read-write (EBUSY); diff must still read it, and must
+# leave that mount writable (its own mount is made read-only, not the filesystem).
+diffmounted_group() {
+  layout diffm; w local/root var/lib/oldsvc/db before
+  ER baseline; [ $rc -eq 0 ] || { fail "diff-mounted: baseline" "$(last)"; return; }
+  mkdir -p /tmp/lr
+  mount -t zfs "$T/local/root" /tmp/lr || { fail "diff-mounted: mount" "cannot mount $T/local/root"; return; }
+  mkdir -p /tmp/lr/var/lib/newsvc && echo after > /tmp/lr/var/lib/newsvc/db
+  ER diff --json
+  [ $rc -eq 0 ] && grep -q '"path":"/var/lib/newsvc"' $OUT && ! grep -q '"path":"/var/lib/oldsvc"' $OUT \
+    && pass "diff of the root while it is mounted read-write" || fail "diff-mounted" "rc $rc $(last)"
+  echo again > /tmp/lr/var/lib/newsvc/db2 && pass "the root's own mount stays writable after diff" \
+    || fail "diff-mounted: root mount became read-only" "$(grep /tmp/lr /proc/mounts)"
+  jc diff-mounted 0
+  umount /tmp/lr
+  zfs destroy -R "$T" >/dev/null 2>&1; T=rpool
+}
+if want diffmounted; then diffmounted_group; fi
+
 # ---- bench (issue 14 items 2 and 3): NOT part of CI ------------------------------------------------
 # Runs only when zt.only names it (zt.only=bench: the harness scenario zfs-bench, set "bench"; an empty
 # zt.only does not select it). On a root of zt.files files (default 20000; 64 bytes, 200 a directory, half
