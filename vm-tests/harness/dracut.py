@@ -248,12 +248,13 @@ def check_kernel_lines(c, b):
 
 
 def check_state(c, b, n, keep=None, oldroots_exact=None, oldroots_range=None, fresh=True, top=None, normal=True,
-                recent=None, listed_all=True, allow_dup=()):
+                recent=None, listed_all=True, allow_dup=(), root_allow=()):
     """The state after boot n's successful rollback, as the guest printed it: check --json (post), the
     stage-2 / light-guest listings of root, old roots and /persist, and the kernel log. Appends n to
     c.completed (its markers are written). recent: only the markers of the last `recent` completed boots
     must be found (the guest listed only the newest old roots: listed_all=False). allow_dup: markers that may
-    be in two old roots (a restored root is a copy of an old root)."""
+    be in two old roots (a restored root is a copy of an old root). root_allow: files the boot itself puts
+    into the fresh root before stage 2 (the NixOS-rendered boots: /etc/os-release, as NixOS's activation)."""
     want = oldroots_range if oldroots_range is not None else oldroots_exact
     # after `rollback`: sound, the root fresh, the previous root (if it was worth keeping) waiting as
     # .kept.<name> for `finish`; after `finish`: clean, with the old roots the scenario expects
@@ -265,6 +266,7 @@ def check_state(c, b, n, keep=None, oldroots_exact=None, oldroots_range=None, fr
     olds = checks.old_roots(j)
     root, nondirs = b.list("root-files"), b.list("root-nondirs")
     c.expect(b, root is not None and nondirs is not None, "boot %d: no root listing" % n)
+    nondirs = nondirs - set(root_allow)
     c.expect(b, not nondirs and not markers(root), "boot %d: root is not fresh: %s %s" % (n, sorted(root), sorted(nondirs)))
     if top is not None:
         got = b.list("top")
@@ -301,11 +303,12 @@ def check_state(c, b, n, keep=None, oldroots_exact=None, oldroots_range=None, fr
     c.completed.append(n)
 
 
-def check_after_rollback(c, b, n, keep=None, oldroots_exact=None, oldroots_range=None, normal=True, allow_dup=()):
+def check_after_rollback(c, b, n, keep=None, oldroots_exact=None, oldroots_range=None, normal=True, allow_dup=(),
+                         root_allow=()):
     """Boot n (a full dracut boot) ran a successful rollback and reached stage 2."""
     c.expect(b, b.completed, "boot %d did not reach the end of stage 2" % n)
     c.expect(b, b.has(r"ephemeral-root: rollback finished in \d+ ms"), "boot %d: no 'rollback finished'" % n)
     c.expect(b, not b.has(r"rollback FAILED"), "boot %d: rollback FAILED" % n)
     check_order(c, b)
     check_state(c, b, n, keep=keep, oldroots_exact=oldroots_exact, oldroots_range=oldroots_range,
-                top=c.fs.top, normal=normal, allow_dup=allow_dup)
+                top=c.fs.top, normal=normal, allow_dup=allow_dup, root_allow=root_allow)

@@ -77,6 +77,7 @@ class Btrfs(Filesystem):
     kind = "btrfs"
     top = {"@nix", "@persist", "@root", "@snapshots"}
     light_modules = ["virtio_blk", "btrfs"]
+    label = "ertest"
 
     def __init__(self):
         super().__init__("btrfs")
@@ -85,7 +86,7 @@ class Btrfs(Filesystem):
         path = os.path.join(d, "disk.img")
         with open(path, "wb") as f:
             f.truncate(1 << 30)
-        run(["mkfs.btrfs", "-q", "-L", "ertest", path])
+        run(["mkfs.btrfs", "-q", "-L", self.label, path])
         with Loop(path, path + ".mnt", ro=False) as mnt:
             for sv in ("@root", "@persist", "@nix"):
                 run(["btrfs", "-q", "subvolume", "create", os.path.join(mnt, sv)], stdout=subprocess.DEVNULL)

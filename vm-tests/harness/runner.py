@@ -68,7 +68,7 @@ def prepare(sel):
     os.makedirs(WORK, exist_ok=True)
     scs = [SCENARIOS[n] for n in sel]
     linux = [s for s in scs if s.fs.kind != "zfs"]
-    dracut = [s for s in linux if s.fn not in (sc_powercut_light, sc_engine)]
+    dracut = [s for s in linux if s.fn not in (sc_powercut_light, sc_engine) and not getattr(s.fs, "sample", None)]
     E.binary = build_binary(False)
     if any(s.fault or s.fs.kind == "zfs" for s in scs):
         E.fault_binary = build_binary(True)
@@ -81,6 +81,9 @@ def prepare(sel):
         # ships) when one is given; the guests' tools (diff, restore in the suites) use the full build.
         ib = os.environ.get("EPHEMERAL_ROOT_VM_INITRD_BIN")
         E.base = build_initrd(E.kernel, os.path.abspath(ib) if ib else E.binary)
+    if any(getattr(s.fs, "sample", None) for s in scs):
+        from .nixos import prepare as nixos_prepare  # the NixOS-rendered boots' trixie initrd
+        nixos_prepare(E)
     zfs = [s for s in scs if s.fs.kind == "zfs"]
     if zfs:
         zfs[0].fs.prepare()

@@ -364,3 +364,30 @@ scenario("bcachefs-bench", BCACHEFS, sc_engine, {"bench"}, fault=True, suite="si
          desc="bench: diff with a baseline vs find -newer, rollback time (TIME lines in the notes)")
 scenario("zfs-bench", ZFS, sc_zfs, {"bench"}, fault=True, only="bench",
          desc="bench: diff with a baseline vs zfs diff and find -newer, rollback time (TIME lines in the notes)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# NixOS-rendered boots (harness/nixos.py): the files vm-tests/nixos-rendered/ holds, in a trixie systemd initrd
+# ---------------------------------------------------------------------------------------------------
+from . import nixos as _nixos  # noqa: E402
+
+
+def sc_nixos(c, fs, boots=3):
+    """Boot the NixOS module's rendered initrd files (vm-tests/nixos-rendered/) in a plain systemd initrd."""
+    _nixos.sc_nixos(c, fs, E, boots)
+
+
+def sc_nixos_selftest(c, fs):
+    """Plant a broken rendered boot (binary missing, unit after sysroot.mount, fstab unused): each must fail."""
+    _nixos.sc_nixos_selftest(c, fs, E)
+
+
+scenario("nixos-btrfs", _nixos.NixosBtrfs(), sc_nixos, {"ci"}, boots=3)
+scenario("nixos-bcachefs", _nixos.NixosBcachefs("bcachefs", 1), sc_nixos, {"ci"}, boots=3)
+# Not in CI: it fails, on two real defects of what is rendered (vm-tests/README.md, "NixOS-rendered boots"):
+# systemd waits for a device unit named after the whole `/dev/vda:/dev/vdb` (it never appears), and the
+# binary cannot read `device = /dev/vda:/dev/vdb` from the rendered config.
+scenario("nixos-bcachefs2", _nixos.NixosBcachefs("bcachefs-two-devices", 2), sc_nixos, boots=3,
+         desc="FAILS (known): the rendered two-device bcachefs sample; see vm-tests/README.md")
+scenario("nixos-luks-btrfs", _nixos.NixosLuksBtrfs(), sc_nixos, {"ci"}, boots=3)
+scenario("nixos-selftest", _nixos.NixosBtrfs(), sc_nixos_selftest)
