@@ -50,6 +50,33 @@ impl Mounted {
             active: true,
         })
     }
+    /// Mount `source` read-only at `target`. A filesystem that is mounted read-write elsewhere
+    /// can refuse a read-only mount of the same superblock (ZFS: EBUSY; a dataset has one
+    /// superblock, and `/` of a running system is mounted read-write): then mount it as it is
+    /// mounted (sharing that superblock, changing nothing on it) and make this one mount
+    /// read-only (`MS_REMOUNT | MS_BIND | MS_RDONLY`, a per-mount flag). Never returns a writable
+    /// mount: if that remount fails, the mount is removed and the error returned.
+    pub fn mount_readonly(
+        source: &str,
+        target: &Path,
+        fstype: &str,
+        data: &str,
+    ) -> Result<Mounted> {
+        match Mounted::mount(source, target, fstype, MountFlags::RDONLY, data) {
+            Err(e) if e.errno() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
+                let m = Mounted::mount(source, target, fstype, MountFlags::empty(), data)?;
+                rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
+                    .ctx(|| {
+                        format!(
+                            "make the mount of {source} on {} read-only",
+                            target.display()
+                        )
+                    })?;
+                Ok(m)
+            }
+            r => r,
+        }
+    }
     pub fn unmount(mut self) -> Result<()> {
         self.active = false;
         rustix::mount::unmount(&self.path, UnmountFlags::empty())

@@ -489,23 +489,21 @@ impl Zfs {
         };
         let top = name(ds);
         let _ = rustix::mount::unmount(&at, rustix::mount::UnmountFlags::DETACH);
-        let m = Mounted::mount(&top, &at, "zfs", rustix::mount::MountFlags::RDONLY, "").map_err(
-            |e| match e {
-                Error::Sys { what, source, .. } => Error::Sys {
-                    what,
-                    source,
-                    hint: Some(format!("mount {top} read-only")),
-                },
-                e => e,
+        let m = Mounted::mount_readonly(&top, &at, "zfs", "").map_err(|e| match e {
+            Error::Sys { what, source, .. } => Error::Sys {
+                what,
+                source,
+                hint: Some(format!("mount {top} read-only")),
             },
-        )?;
+            e => e,
+        })?;
         self.mounts.push(m);
         // Child datasets (nested) over their directories, where those exist.
         for k in self.tree(ds)? {
             let kn = name(&k.name);
             let p = at.join(self.rel(ds, &k.name));
             if p.is_dir() && (snap.is_none() || self.exists(&kn)?) {
-                match Mounted::mount(&kn, &p, "zfs", rustix::mount::MountFlags::RDONLY, "") {
+                match Mounted::mount_readonly(&kn, &p, "zfs", "") {
                     Ok(m) => self.mounts.push(m),
                     Err(e) => log::warn!("cannot mount child {kn}: {e}"),
                 }

@@ -453,6 +453,89 @@ if want selftest; then
   cleanup
 fi
 
+# ---- bench (issue 14 items 2 and 3): NOT part of CI ------------------------------------------------
+# Runs only when engine.only names it (engine.only=bench: the harness scenario bcachefs-bench, set "bench"; an
+# empty engine.only does not select it). On a root of bench.files files (default 20000; 64 bytes, 200 a directory, half
+# below var/lib, half below etc) with a baseline, then bench.changed changes (default 1000: half appends to
+# existing files spread over every directory, half new files in every fourth directory): `diff --json`
+# against `find -newer` (a stamp touched just before the baseline; bcachefs has no generation search or
+# diff of its own), interleaved (the order rotates every round), warm cache, bench.runs rounds (default 5), medians. Then the boot
+# path: `rollback` on this layout, bench.runs times (the root written each time; `finish` untimed after each).
+# Times from /proc/uptime (10 ms resolution); TIME lines go to the harness's notes (harness/suites.py).
+bench_ms() { awk '{printf "%d", $1 * 1000}' /proc/uptime; }
+bench_med() { sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "-"}'; }
+bench_fill() { # bench_fill DIR FILES
+  local d=$1 n=$2 i=0 k=0 j sub
+  while [ $i -lt $n ]; do
+    if [ $((k % 2)) = 0 ]; then sub=var/lib/svc$k; else sub=etc/x$k; fi
+    mkdir -p "$d/$sub"; j=0
+    while [ $j -lt 200 ] && [ $i -lt $n ]; do
+      echo "file $i of the benchmark root, sixty-four bytes or so......." > "$d/$sub/f$j"; j=$((j + 1)); i=$((i + 1))
+    done
+    k=$((k + 1))
+  done
+  echo $k
+}
+bench_change() { # bench_change DIR DIRS CHANGED
+  local d=$1 nd=$2 c=$3 i=0 k sub
+  while [ $i -lt $c ]; do
+    if [ $((i % 2)) = 0 ]; then k=$(( (i / 2) % nd )); else k=$(( ((i / 2) * 4) % nd )); fi
+    if [ $((k % 2)) = 0 ]; then sub=var/lib/svc$k; else sub=etc/x$k; fi
+    if [ $((i % 2)) = 0 ]; then echo "appended after the baseline" >> "$d/$sub/f$(( (i / 2 / nd) % 200 ))"
+    else echo "new after the baseline" > "$d/$sub/new$i"; fi
+    i=$((i + 1))
+  done
+}
+bench_group() {
+  local files changed runs nd t0 r v i order
+  files=$(arg bench.files); [ -n "$files" ] || files=20000
+  changed=$(arg bench.changed); [ -n "$changed" ] || changed=1000
+  runs=$(arg bench.runs); [ -n "$runs" ] || runs=5
+  newfs bench
+  local R=$B/$T/@root
+  t0=$(bench_ms); nd=$(bench_fill "$R" "$files"); sync
+  echo "TIME bench-fill $files files in $nd directories: $(( $(bench_ms) - t0 )) ms"
+  touch /tmp/bstamp; sleep 1
+  if ER baseline && log_has "baseline taken"; then pass bench-baseline; else fail bench-baseline "$(tail -3 $OUT)"; cleanup; return; fi
+  sleep 1; bench_change "$R" "$nd" "$changed"; sync
+  : > /tmp/bt
+  for r in $(seq 0 "$runs"); do
+    case $((r % 2)) in 0) order="ours find" ;; *) order="find ours" ;; esac
+    for v in $order; do
+      t0=$(bench_ms)
+      case $v in
+        ours) ephemeral-root --device "$DEV" --root "$T/@root" --snapshots "$T/@snapshots" diff --json >/tmp/b.ours 2>/tmp/b.err ;;
+        find) find "$R" -newer /tmp/bstamp >/tmp/b.find 2>/tmp/b.err ;;
+      esac
+      i=$?; t1=$(bench_ms)
+      [ $i -eq 0 ] || fail "bench-$v-runs" "rc $i: $(tail -c 300 /tmp/b.err)"
+      [ "$r" = 0 ] || echo "$v $((t1 - t0))" >> /tmp/bt   # round 0: warm-up, not recorded
+    done
+  done
+  local so sf mo mf
+  so=$(grep -o '"files":[0-9]*' /tmp/b.ours | head -n 1 | cut -d: -f2); sf=$(grep -c . /tmp/b.find)
+  grep -q '"method":"walk, compared with the baseline"' /tmp/b.ours && [ "${so:-0}" -ge "$changed" ] \
+    && pass bench-diff-finds-the-changes || fail bench-diff-finds-the-changes "$so files listed; $(head -c 300 /tmp/b.ours)"
+  mo=$(awk '$1 == "ours" {print $2}' /tmp/bt | bench_med); mf=$(awk '$1 == "find" {print $2}' /tmp/bt | bench_med)
+  echo "TIME bench-diff bcachefs files=$files changed=$changed runs=$runs: diff ${mo} ms ($so files listed), find -newer ${mf} ms ($sf paths); samples $(tr '\n' ' ' < /tmp/bt)"
+  # the boot path in the small guest: rollback (timed), finish (not)
+  : > /tmp/bt
+  for r in $(seq 0 "$runs"); do
+    w "@root/etc/boot-$r" "boot $r"
+    t0=$(bench_ms)
+    ephemeral-root --device "$DEV" --root "$T/@root" --snapshots "$T/@snapshots" rollback --keep 3 >$OUT 2>&1; i=$?
+    t1=$(bench_ms); cat $OUT >> /tmp/all.log
+    [ $i -eq 0 ] || { fail bench-rollback "rc $i: $(tail -3 $OUT)"; break; }
+    [ "$r" = 0 ] || echo "$((t1 - t0)) $(sed -n 's/.*rollback finished in \([0-9]*\) ms.*/\1/p' $OUT)" >> /tmp/bt
+    ephemeral-root --device "$DEV" --root "$T/@root" --snapshots "$T/@snapshots" finish --no-baseline --keep 3 >/tmp/fin 2>&1 \
+      || fail bench-finish "$(tail -2 /tmp/fin | tr '\n' ' ')"
+  done
+  echo "TIME bench-rollback bcachefs runs=$runs: wall $(cut -d' ' -f1 /tmp/bt | bench_med) ms, program's own $(cut -d' ' -f2 /tmp/bt | bench_med) ms (median; samples wall/own: $(tr ' \n' '/ ' < /tmp/bt))"
+  jc bench-after 3
+  cleanup
+}
+if [ -n "$ONLY" ] && want bench; then bench_group; fi
+
 umount $B
 # The 6.12 ENOTEMPTY window, as our retry loop logged it.
 grep "ENOTEMPTY for" /tmp/all.log | sed 's/.*ENOTEMPTY for \([0-9]*\) ms (\([0-9]*\) attempts.*/\1 \2/' > /tmp/enotempty

@@ -491,6 +491,115 @@ if want selftest; then
   zfs destroy -R "$T" >/dev/null 2>&1; T=rpool
 fi
 
+# ---- diff of the live root: the root mounted read-write elsewhere, as / is on a running system --------
+# ZFS refuses a read-only mount of a dataset mounted read-write (EBUSY); diff must still read it, and must
+# leave that mount writable (its own mount is made read-only, not the filesystem).
+diffmounted_group() {
+  layout diffm; w local/root var/lib/oldsvc/db before
+  ER baseline; [ $rc -eq 0 ] || { fail "diff-mounted: baseline" "$(last)"; return; }
+  mkdir -p /tmp/lr
+  mount -t zfs "$T/local/root" /tmp/lr || { fail "diff-mounted: mount" "cannot mount $T/local/root"; return; }
+  mkdir -p /tmp/lr/var/lib/newsvc && echo after > /tmp/lr/var/lib/newsvc/db
+  ER diff --json
+  [ $rc -eq 0 ] && grep -q '"path":"/var/lib/newsvc"' $OUT && ! grep -q '"path":"/var/lib/oldsvc"' $OUT \
+    && pass "diff of the root while it is mounted read-write" || fail "diff-mounted" "rc $rc $(last)"
+  echo again > /tmp/lr/var/lib/newsvc/db2 && pass "the root's own mount stays writable after diff" \
+    || fail "diff-mounted: root mount became read-only" "$(grep /tmp/lr /proc/mounts)"
+  jc diff-mounted 0
+  umount /tmp/lr
+  zfs destroy -R "$T" >/dev/null 2>&1; T=rpool
+}
+if want diffmounted; then diffmounted_group; fi
+
+# ---- bench (issue 14 items 2 and 3): NOT part of CI ------------------------------------------------
+# Runs only when zt.only names it (zt.only=bench: the harness scenario zfs-bench, set "bench"; an empty
+# zt.only does not select it). On a root of zt.files files (default 20000; 64 bytes, 200 a directory, half
+# below var/lib, half below etc) with a baseline, then zt.changed changes (default 1000: half appends to
+# existing files spread over every directory, half new files in every fourth directory): `diff --json`
+# against `zfs diff` (same snapshot, same root) and `find -newer` (a stamp touched just before the baseline),
+# interleaved (the order rotates every round), warm ARC, zt.runs rounds (default 3), medians. Then the boot
+# path: `rollback` on this layout, zt.runs times (the root written each time; `finish` untimed after each).
+# Times from /proc/uptime (10 ms resolution); TIME lines go to the harness's notes (harness/suites.py).
+bench_ms() { awk '{printf "%d", $1 * 1000}' /proc/uptime; }
+bench_med() { sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "-"}'; }
+bench_fill() { # bench_fill DIR FILES
+  local d=$1 n=$2 i=0 k=0 j sub
+  while [ $i -lt $n ]; do
+    if [ $((k % 2)) = 0 ]; then sub=var/lib/svc$k; else sub=etc/x$k; fi
+    mkdir -p "$d/$sub"; j=0
+    while [ $j -lt 200 ] && [ $i -lt $n ]; do
+      echo "file $i of the benchmark root, sixty-four bytes or so......." > "$d/$sub/f$j"; j=$((j + 1)); i=$((i + 1))
+    done
+    k=$((k + 1))
+  done
+  echo $k
+}
+bench_change() { # bench_change DIR DIRS CHANGED
+  local d=$1 nd=$2 c=$3 i=0 k sub
+  while [ $i -lt $c ]; do
+    if [ $((i % 2)) = 0 ]; then k=$(( (i / 2) % nd )); else k=$(( ((i / 2) * 4) % nd )); fi
+    if [ $((k % 2)) = 0 ]; then sub=var/lib/svc$k; else sub=etc/x$k; fi
+    if [ $((i % 2)) = 0 ]; then echo "appended after the baseline" >> "$d/$sub/f$(( (i / 2 / nd) % 200 ))"
+    else echo "new after the baseline" > "$d/$sub/new$i"; fi
+    i=$((i + 1))
+  done
+}
+bench_group() {
+  local files changed runs nd t0 r v i order
+  files=$(arg zt.files); [ -n "$files" ] || files=20000
+  changed=$(arg zt.changed); [ -n "$changed" ] || changed=1000
+  runs=$(arg zt.runs); [ -n "$runs" ] || runs=3   # zfs diff takes minutes under TCG
+  layout benchz
+  mkdir -p /tmp/broot
+  mount -t zfs "$T/local/root" /tmp/broot || { fail bench-mount "cannot mount $T/local/root"; return; }
+  t0=$(bench_ms); nd=$(bench_fill /tmp/broot "$files"); sync
+  echo "TIME bench-fill $files files in $nd directories: $(( $(bench_ms) - t0 )) ms"
+  touch /tmp/bstamp; sleep 1
+  ER baseline; [ $rc -eq 0 ] && pass bench-baseline || { fail bench-baseline "$(last)"; umount /tmp/broot; return; }
+  sleep 1; bench_change /tmp/broot "$nd" "$changed"; sync
+  : > /tmp/bt
+  for r in $(seq 0 "$runs"); do
+    case $((r % 3)) in 0) order="ours zdiff find" ;; 1) order="zdiff find ours" ;; *) order="find ours zdiff" ;; esac
+    for v in $order; do
+      t0=$(bench_ms)
+      case $v in
+        ours) ephemeral-root --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" diff --json >/tmp/b.ours 2>/tmp/b.err ;;
+        zdiff) zfs diff -H "$T/local/root@ephemeral-root-baseline" "$T/local/root" >/tmp/b.zdiff 2>/tmp/b.err ;;
+        find) find /tmp/broot -newer /tmp/bstamp >/tmp/b.find 2>/tmp/b.err ;;
+      esac
+      i=$?; t1=$(bench_ms)
+      [ $i -eq 0 ] || fail "bench-$v-runs" "rc $i: $(tail -c 300 /tmp/b.err)"
+      [ "$r" = 0 ] || echo "$v $((t1 - t0))" >> /tmp/bt   # round 0: warm-up, not recorded
+    done
+  done
+  local so sz sf
+  so=$(grep -o '"files":[0-9]*' /tmp/b.ours | head -n 1 | cut -d: -f2)
+  sz=$(grep -c . /tmp/b.zdiff); sf=$(grep -c . /tmp/b.find)
+  grep -q '"method":"walk, compared with the baseline"' /tmp/b.ours && [ "${so:-0}" -ge "$changed" ] \
+    && pass bench-diff-finds-the-changes || fail bench-diff-finds-the-changes "$so files listed; $(head -c 300 /tmp/b.ours)"
+  local mo mz mf
+  mo=$(awk '$1 == "ours" {print $2}' /tmp/bt | bench_med); mz=$(awk '$1 == "zdiff" {print $2}' /tmp/bt | bench_med)
+  mf=$(awk '$1 == "find" {print $2}' /tmp/bt | bench_med)
+  echo "TIME bench-diff zfs files=$files changed=$changed runs=$runs: diff ${mo} ms ($so files listed), zfs diff ${mz} ms ($sz lines), find -newer ${mf} ms ($sf paths); samples $(tr '\n' ' ' < /tmp/bt)"
+  umount /tmp/broot
+  # the boot path in the small guest: rollback (timed), finish (not)
+  : > /tmp/bt
+  for r in $(seq 0 "$runs"); do
+    w local/root "etc/boot-$r" "boot $r"
+    t0=$(bench_ms)
+    ephemeral-root --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" rollback --keep 3 >$OUT 2>&1; i=$?
+    t1=$(bench_ms); cat $OUT >> /tmp/all.log
+    [ $i -eq 0 ] || { fail bench-rollback "rc $i: $(last)"; break; }
+    [ "$r" = 0 ] || echo "$((t1 - t0)) $(sed -n 's/.*rollback finished in \([0-9]*\) ms.*/\1/p' $OUT)" >> /tmp/bt
+    ephemeral-root --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" finish --no-baseline --keep 3 >/tmp/fin 2>&1 \
+      || fail bench-finish "$(tail -2 /tmp/fin | tr '\n' ' ')"
+  done
+  echo "TIME bench-rollback zfs runs=$runs: wall $(cut -d' ' -f1 /tmp/bt | bench_med) ms, program's own $(cut -d' ' -f2 /tmp/bt | bench_med) ms (median; samples wall/own: $(tr ' \n' '/ ' < /tmp/bt))"
+  jc bench-after 3
+  zfs destroy -R "$T" >/dev/null 2>&1; T=rpool
+}
+if [ -n "$ONLY" ] && want bench; then bench_group; fi
+
 grep -h "rollback finished in" /tmp/all.log 2>/dev/null | awk '{for (i=1;i<=NF;i++) if ($i=="in") {s+=$(i+1); n++}} END {if (n) printf "TIME rollback: %d runs, mean %.0f ms\n", n, s/n}'
 echo "ERTEST jchecks=$ERJ_N"
 summary

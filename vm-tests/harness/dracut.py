@@ -159,7 +159,39 @@ class Machine:
                    append if append is not None else self.cmdline(n, extra, len(disks)), disks,
                    kill=kill, timeout=timeout, stop_on=stop_on)
         self.timings.append((b.seconds, b.cpu, label))
+        t = unit_times(b)
+        if t:
+            self.c.stats.setdefault("rollback_unit", []).append(dict(t, boot=label, load=round(os.getloadavg()[0], 2)))
         return b
+
+
+def unit_times(b):
+    """How long ephemeral-root.service's main process (`rollback`) ran in this boot, as systemd recorded it
+    (guest/order-probe prints ExecMainStart/ExecMainExitTimestampMonotonic after it exited): `unit_ms`, the
+    unit's run time without the test drop-ins (the `check --json` and probes run before and after it); and
+    `self_ms`, the program's own "rollback finished in N ms". None when the boot printed neither (a cut,
+    a failed rollback, a `skip` boot: no "rollback finished" line, nothing recorded). Emulated CPU (TCG):
+    compare these with each other, not with the host's benchmark."""
+    m = re.search(r"ERTEST unit-main ExecMainStartTimestampMonotonic=(\d+) ExecMainExitTimestampMonotonic=(\d+)", b.text)
+    f = re.search(r"ephemeral-root: rollback finished in (\d+) ms", b.text)
+    if not f:
+        return None
+    r = {"self_ms": int(f.group(1))}
+    if m and int(m.group(1)) > 0 and int(m.group(2)) >= int(m.group(1)):
+        r["unit_ms"] = round((int(m.group(2)) - int(m.group(1))) / 1000.0, 1)
+    return r
+
+
+def unit_summary(rows):
+    """One line for the results table: medians (min-max) of the rollback unit's run time over the boots."""
+    def med(k):
+        import statistics
+        v = sorted(r[k] for r in rows if k in r)
+        if not v:
+            return "-"
+        return "%.0f ms (%s-%s)" % (statistics.median(v), v[0], v[-1])
+    return "rollback unit %s, program's own %s, %d boots, load %.1f-%.1f" % (
+        med("unit_ms"), med("self_ms"), len(rows), min(r["load"] for r in rows), max(r["load"] for r in rows))
 
 
 def machine(c, fs, env, **ov):

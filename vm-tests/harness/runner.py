@@ -10,7 +10,7 @@ from .dracut import build_initrd
 from .host import build_bchtool, build_binary, default_kernel, ensure_packages
 from .scenarios import E, SCENARIOS, sc_powercut_light, sc_engine, sc_zfs
 
-SETS = ("ci", "long", "zfs-crash", "all")
+SETS = ("ci", "long", "zfs-crash", "bench", "all")
 
 
 def select(names):
@@ -119,6 +119,9 @@ def main(args):
         if st.get("cuts"):
             extra.append("%d cuts, %.1f/min, by step %s" % (st["cuts"], st["cuts_per_minute"],
                                                            ", ".join("%s: %d" % kv for kv in sorted(st["steps"].items()))))
+        if st.get("rollback_unit"):
+            from .dracut import unit_summary
+            extra.append(unit_summary(st["rollback_unit"]))
         if st.get("kernel_bug_reruns"):
             extra.append("rerun after the known bcachefs 6.12 kernel bug")
         if r.get("tolerated_kernel_lines"):

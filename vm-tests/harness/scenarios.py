@@ -353,11 +353,17 @@ scenario("bcachefs-engine", BCACHEFS, sc_engine, {"ci"}, fault=True, suite="sing
 scenario("bcachefs2-engine", BCACHEFS2, sc_engine, {"ci"}, fault=True, suite="two")
 scenario("bcachefs5-engine", BCACHEFS5, sc_engine, {"ci"}, fault=True, suite="five", only="basic|devices|selftest")
 scenario("bcachefs-probe", BCACHEFS, sc_engine, fault=True, suite="probe")
-scenario("zfs-main", ZFS, sc_zfs, {"ci"}, fault=True, only="layout|freshbaseline|list|pin|audit|probe|skip|restore|guards|diff|blank|selftest")
+scenario("zfs-main", ZFS, sc_zfs, {"ci"}, fault=True, only="layout|freshbaseline|list|pin|audit|probe|skip|restore|guards|diff|diffmounted|blank|selftest")
 scenario("zfs-crash-0", ZFS, sc_zfs, {"zfs-crash", "long"}, fault=True, only="crash", part="0/2")
 scenario("zfs-crash-1", ZFS, sc_zfs, {"zfs-crash", "long"}, fault=True, only="crash", part="1/2")
 scenario("zfs-powercut", ZFS, sc_powercut_light, {"ci"}, fault=True, cuts=cuts(4))
 scenario("zfs-long", ZFS, sc_powercut_light, {"long"}, fault=True, cuts=cuts(LONG_CUTS))
+# Benchmarks (issue 14 items 2-3), not in CI: the suites' `bench` group (guest/engine-tests.sh, guest/zfs-tests.sh:
+# diff with a baseline against find -newer / zfs diff, and rollback's run time), selected only by name.
+scenario("bcachefs-bench", BCACHEFS, sc_engine, {"bench"}, fault=True, suite="single", only="bench",
+         desc="bench: diff with a baseline vs find -newer, rollback time (TIME lines in the notes)")
+scenario("zfs-bench", ZFS, sc_zfs, {"bench"}, fault=True, only="bench",
+         desc="bench: diff with a baseline vs zfs diff and find -newer, rollback time (TIME lines in the notes)")
 
 
 # ---------------------------------------------------------------------------------------------------
