@@ -63,6 +63,20 @@ fn main() {
         }
     };
     logger::init(cli.verbosity);
+    #[cfg(feature = "tools")]
+    if matches!(
+        cli.command,
+        Some(
+            cli::Command::Diff(_)
+                | cli::Command::List
+                | cli::Command::Check
+                | cli::Command::Status
+                | cli::Command::Lost
+                | cli::Command::Report
+        )
+    ) {
+        signals::default_sigpipe();
+    }
     let is_rollback = cli.command == Some(cli::Command::Rollback);
     if let Err(e) = engine::run(cli) {
         if is_rollback {

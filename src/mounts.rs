@@ -50,6 +50,7 @@ impl Mounted {
             active: true,
         })
     }
+    #[cfg(feature = "tools")]
     /// Mount `source` read-only at `target`. A filesystem that is mounted read-write elsewhere
     /// can refuse a read-only mount of the same superblock (ZFS: EBUSY; a dataset has one
     /// superblock, and `/` of a running system is mounted read-write): then mount it as it is

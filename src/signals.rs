@@ -41,6 +41,16 @@ pub fn install() {
     }
 }
 
+/// For commands that only read and print (`diff`, `list`, `status`, …): a closed pipe on stdout
+/// (`diff --json | head`) ends the process quietly, as for other Unix tools, instead of a panic
+/// from `println!` (Rust ignores SIGPIPE by default). Never for commands that write to disk:
+/// those must reach their own cleanup.
+pub fn default_sigpipe() {
+    if !set(libc::SIGPIPE, libc::SIG_DFL) {
+        log::debug!("cannot restore the default SIGPIPE disposition");
+    }
+}
+
 /// The signal caught, if any.
 pub fn caught() -> Option<Signal> {
     let s = CAUGHT.load(Ordering::SeqCst);

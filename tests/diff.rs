@@ -820,3 +820,42 @@ fn odd_names_are_listed_escaped_and_round_trip() {
     write_all(&mut fs, b"-2");
     check(&mut fs, b"-2", "by btrfs generation");
 }
+
+/// `diff | head`: a reader that stops early ends `diff` quietly (SIGPIPE, as for other Unix
+/// tools), not with a panic from a failed write to stdout.
+#[test]
+fn a_closed_pipe_ends_diff_quietly() {
+    if !require_root("a_closed_pipe_ends_diff_quietly") {
+        return;
+    }
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let mut fs = new_fs("pipe");
+    // More than a pipe's 64 KiB of output after the first line.
+    for d in 0..3000 {
+        fs.write(&format!("@root/srv/app{d}/state"), "x");
+    }
+    fs.umount();
+    for form in [&["diff"][..], &["diff", "--json"][..]] {
+        let mut c = fs.command(form);
+        let mut child = c
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        // stdout is closed here: the rest of the output goes to a pipe nobody reads.
+        let o = child.wait_with_output().unwrap();
+        let e = stderr(&o);
+        assert!(!first.is_empty(), "{form:?}: no output");
+        assert!(!e.contains("panicked"), "{form:?}: {e}");
+        assert!(
+            o.status.success() || o.status.signal() == Some(13),
+            "{form:?}: {:?} {e}",
+            o.status
+        );
+    }
+}
