@@ -10,7 +10,7 @@
 //!
 //! - EPHEMERAL_ROOT_CRASH_SCENARIOS=ABC: only these scenarios (default: all, A to G);
 //! - EPHEMERAL_ROOT_CRASH_LOOP=N: `scenario_c_loop` repeats scenario C (a clock one second ahead in the
-//!   interrupted run, every fault point, then recovery) until N recoveries ran (default: one round), and
+//!   boot that builds the root and in the interrupted run, every fault point, then recovery) until N recoveries ran (default: one round), and
 //!   counts roots kept twice (issue 16).
 
 mod common;
@@ -152,8 +152,9 @@ fn every_fault_point_then_recovery() {
     let all = points();
     assert!(all.len() >= 20, "{all:?}");
     let mut hit: std::collections::BTreeSet<String> = Default::default();
-    // A clock one second ahead in the interrupted run: a root's name must come from the root
-    // itself, never from the clock of the run that keeps it (issue 16).
+    // Scenario C's clock is one second ahead in the boot that builds the root and in the run that is
+    // interrupted while keeping it, not in the recovery: a root's name must come from the root itself,
+    // never from a clock reading (issue 16: a begin time recorded from the clock, then the birth time).
     let skew: &[(&str, &str)] = &[("EPHEMERAL_ROOT_CLOCK_OFFSET", "1")];
     let keep_all = ["rollback", "--keep", "all"];
     let sel = scenarios();
@@ -210,11 +211,11 @@ fn every_fault_point_then_recovery() {
             drop(fs);
         }
         if want('C') {
-            // Scenario C: retention keeps everything: the earlier old root must survive; the
-            // interrupted run's clock is a second ahead.
+            // Scenario C: retention keeps everything: the earlier old root must survive; the clock
+            // is a second ahead in the boot that builds the root and in the interrupted run.
             let mut fs = new("C");
             fs.write("@root/etc/earlier.conf", "earlier");
-            fs.boot(&keep_all);
+            fs.boot_env(&keep_all, skew);
             let earlier = fs.old_roots()[0].clone();
             fill_now(&mut fs);
             hit.extend(boot_fault(&mut fs, &keep_all, p, skew));
@@ -370,8 +371,8 @@ fn every_fault_point_then_recovery() {
     );
 }
 
-/// Issue 16's proof: scenario C (an earlier old root, a clock one second ahead in the interrupted run,
-/// a fault at every point, then a recovery) repeated until EPHEMERAL_ROOT_CRASH_LOOP recoveries ran
+/// Issue 16's proof: scenario C (an earlier old root, a clock one second ahead in the boot that built
+/// the root and in the interrupted run, a fault at every point, then a recovery) repeated until EPHEMERAL_ROOT_CRASH_LOOP recoveries ran
 /// (default: one round, every fault point once). Counts roots kept twice ("holding:2") and any other
 /// broken invariant; prints `crash loop on FS: N recoveries, D roots kept twice, O other failures`.
 #[cfg(feature = "fault-injection")]
@@ -402,7 +403,7 @@ fn scenario_c_loop() {
             let mut fs = new_scenario_fs(&format!("loopC{i}"));
             kind = fs.kind();
             fs.write("@root/etc/earlier.conf", "earlier");
-            fs.boot(&keep_all);
+            fs.boot_env(&keep_all, skew);
             let earlier = fs.old_roots()[0].clone();
             fill_now(&mut fs);
             aborted += boot_fault(&mut fs, &keep_all, p, skew).len();

@@ -55,10 +55,29 @@ pub trait TestFs {
 
     /// One boot: `rollback` (ARGS), then `finish` with the same settings.
     fn boot(&mut self, args: &[&str]) -> String {
+        self.boot_env(args, &[])
+    }
+
+    /// [`TestFs::boot`] with environment variables (a skewed clock) in both runs.
+    fn boot_env(&mut self, args: &[&str], env: &[(&str, &str)]) -> String {
         assert_eq!(args.first(), Some(&"rollback"), "boot() runs rollback");
-        let out = self.ok(args);
+        let mut runs = vec![args.to_vec()];
         if subject_has_finish() {
-            self.ok(&finish_args(args));
+            runs.push(finish_args(args));
+        }
+        let mut out = String::new();
+        for (k, a) in runs.iter().enumerate() {
+            let o = self.run_env(a, env);
+            assert!(
+                o.status.success(),
+                "ephemeral-root {a:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+                o.status,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            if k == 0 {
+                out = String::from_utf8_lossy(&o.stdout).into_owned();
+            }
         }
         out
     }
