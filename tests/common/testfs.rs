@@ -420,6 +420,8 @@ pub struct ZfsFs {
     t: String,
     mnt: PathBuf,
     state: PathBuf,
+    /// `zfs list` of the tree, until the next change (a run of the binary, a new dataset).
+    cache: std::cell::RefCell<Option<Vec<String>>>,
 }
 
 impl ZfsFs {
@@ -438,15 +440,25 @@ impl ZfsFs {
         std::fs::create_dir_all(&mnt).unwrap();
         let state = std::env::temp_dir().join(format!("er-state-{tag}"));
         let _ = std::fs::remove_dir_all(&state);
-        ZfsFs { t, mnt, state }
+        ZfsFs {
+            t,
+            mnt,
+            state,
+            cache: Default::default(),
+        }
     }
 
     fn datasets(&self) -> Vec<String> {
+        if let Some(v) = self.cache.borrow().as_ref() {
+            return v.clone();
+        }
         let out = run_quiet("zfs", &["list", "-H", "-o", "name", "-r", &self.t]);
-        String::from_utf8_lossy(&out.stdout)
+        let v: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)
-            .collect()
+            .collect();
+        *self.cache.borrow_mut() = Some(v.clone());
+        v
     }
 
     /// `@root/a/b` -> (dataset, path inside it): the longest existing dataset that is a prefix.
@@ -564,6 +576,7 @@ impl TestFs for ZfsFs {
             a.extend(["-o", "mountpoint=legacy"]);
         }
         a.push(&ds);
+        *self.cache.borrow_mut() = None;
         must("zfs", &a);
     }
     fn is_readonly(&mut self, rel: &str) -> bool {
@@ -596,6 +609,8 @@ impl TestFs for ZfsFs {
     }
     fn command_for(&mut self, prog: &str, args: &[&str]) -> Command {
         std::fs::create_dir_all(&self.state).unwrap();
+        // the run may change the datasets: list them again afterwards
+        *self.cache.borrow_mut() = None;
         let mut c = base_command(prog, args, &self.state);
         c.arg("--fstype").arg("zfs");
         c.arg("--root").arg(format!("{}/local/root", self.t));
