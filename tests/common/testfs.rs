@@ -345,7 +345,7 @@ impl BchFs {
         for enc in sorted_dir(&store) {
             let dec = enc.replace("%2F", "/").replace("%25", "%");
             if let Some(tail) = inner.strip_prefix(&format!("{dec}/")) {
-                if best.as_ref().is_none_or(|(l, _)| dec.len() > *l) {
+                if best.as_ref().map_or(true, |(l, _)| dec.len() > *l) {
                     best = Some((dec.len(), store.join(&enc).join(tail)));
                 }
             } else if inner == dec && best.is_none() {
