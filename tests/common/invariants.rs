@@ -1,7 +1,8 @@
 //! The invariants every crash-safety and concurrency test checks after a recovery, written once
-//! (tests/crash_safety.rs, tests/lock.rs; tests/invariants.rs shows each one can fail).
+//! (tests/crash_safety.rs, tests/lock.rs; tests/invariants.rs shows each one can fail), on any
+//! filesystem of testfs.rs (btrfs loop devices on the host, bcachefs and ZFS in the VM guests).
 
-use super::LoopFs;
+use super::testfs::TestFs;
 
 /// What the filesystem must look like.
 pub struct Expect<'a> {
@@ -18,7 +19,7 @@ pub struct Expect<'a> {
 }
 
 /// Check every invariant; the first one broken, as a sentence.
-pub fn invariants(fs: &mut LoopFs, e: &Expect) -> Result<(), String> {
+pub fn invariants<F: TestFs + ?Sized>(fs: &mut F, e: &Expect) -> Result<(), String> {
     // The binary's own view agrees: nothing pending, nothing left over, nothing foreign.
     let (clean, entries) = fs.check_json(&[]);
     if !clean {
@@ -44,7 +45,7 @@ pub fn invariants(fs: &mut LoopFs, e: &Expect) -> Result<(), String> {
     if !dots.is_empty() {
         return Err(format!("left in the snapshots location: {dots:?}"));
     }
-    let olds = fs.old_roots();
+    let olds = TestFs::old_roots(fs);
     if let Some(t) = e.total_old_roots {
         if olds.len() != t {
             return Err(format!("{} old roots, want {t}: {olds:?}", olds.len()));

@@ -6,7 +6,9 @@
 #![allow(dead_code)]
 
 pub mod invariants;
+pub mod json;
 pub mod sys;
+pub mod testfs;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
@@ -15,13 +17,57 @@ use std::sync::Mutex;
 
 static LOSETUP: Mutex<()> = Mutex::new(());
 
+/// The binary under test: cargo's, or EPHEMERAL_ROOT_TEST_BIN (the test binary running inside a VM
+/// guest, or an older build to show that a test fails on it).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ephemeral-root")
+    static B: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    B.get_or_init(|| {
+        std::env::var("EPHEMERAL_ROOT_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ephemeral-root").to_string())
+    })
+}
+
+/// The binary whose `check --json` judges the state: EPHEMERAL_ROOT_TEST_CHECK_BIN, else [`bin`]
+/// (an older build under test may predate `check --json`; the judge stays today's).
+pub fn check_bin() -> &'static str {
+    static B: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    B.get_or_init(|| {
+        std::env::var("EPHEMERAL_ROOT_TEST_CHECK_BIN").unwrap_or_else(|_| bin().to_string())
+    })
+}
+
+/// `check --json` output parsed into (clean, [(name, kind)]).
+pub fn parse_check_json(js: &str) -> (bool, Vec<(String, String)>) {
+    let j =
+        json::parse(js.trim()).unwrap_or_else(|e| panic!("check --json is not JSON ({e}): {js}"));
+    let clean = match j.get("clean") {
+        Some(json::Json::Bool(b)) => *b,
+        o => panic!("check --json: \"clean\" is {o:?}: {js}"),
+    };
+    let entries = match j.get("entries") {
+        Some(json::Json::Arr(a)) => a
+            .iter()
+            .map(|e| {
+                let f = |k: &str| {
+                    e.get(k)
+                        .and_then(json::Json::str)
+                        .unwrap_or("?")
+                        .to_string()
+                };
+                (f("name"), f("kind"))
+            })
+            .collect(),
+        o => panic!("check --json: \"entries\" is {o:?}: {js}"),
+    };
+    (clean, entries)
 }
 
 /// True if the test may run; false (after a loud message) if it must be skipped.
 pub fn require_root(test: &str) -> bool {
     let root = rustix_like_geteuid() == 0;
+    if root && testfs::selected_in_guest() {
+        return true; // a VM guest's filesystem (testfs.rs): no loop devices needed
+    }
     let loopdev = Path::new("/dev/loop-control").exists();
     let mkfs = Command::new("mkfs.btrfs").arg("--version").output().is_ok();
     if root && loopdev && mkfs {
@@ -227,12 +273,18 @@ impl LoopFs {
     /// The command [`LoopFs::run_keep_mounted`] runs, to spawn it (several at once, or to signal
     /// it). Does not unmount our view.
     pub fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+        self.command_of(bin(), args)
+    }
+
+    /// [`LoopFs::command`] with another binary (the judge, [`check_bin`]).
+    pub fn command_of<S: AsRef<std::ffi::OsStr>>(&self, prog: &str, args: &[S]) -> Command {
         let has = |w: &str| args.iter().any(|a| a.as_ref() == std::ffi::OsStr::new(w));
-        let mut c = Command::new(bin());
+        let mut c = Command::new(prog);
         c.args(args).arg("--device").arg(&self.dev);
         c.env("EPHEMERAL_ROOT_LOG", "stderr")
             .env("EPHEMERAL_ROOT_STATE_DIR", self.dir.join("state"));
         c.env_remove("EPHEMERAL_ROOT_FAULT")
+            .env_remove("EPHEMERAL_ROOT_CLOCK_OFFSET")
             .env_remove("JOURNAL_STREAM");
         if !has("--config") {
             c.arg("--config").arg(self.dir.join("none.conf"));
@@ -276,34 +328,17 @@ impl LoopFs {
         out
     }
 
-    /// `check --json` parsed by python3 into (clean, [(name, kind)]), so tests read the state
-    /// the way every harness does.
+    /// `check --json` parsed into (clean, [(name, kind)]), so tests read the state the way every
+    /// harness does (run by [`check_bin`]).
     pub fn check_json(&mut self, extra: &[&str]) -> (bool, Vec<(String, String)>) {
         let mut args = vec!["check", "--json"];
         args.extend_from_slice(extra);
-        let o = self.run(&args);
-        let js = String::from_utf8_lossy(&o.stdout).into_owned();
-        let py = Command::new("python3")
-            .arg("-c")
-            .arg("import json,sys; d=json.load(sys.stdin); print(d['clean']); [print(e['kind'], e['name']) for e in d['entries']]")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(js.as_bytes())?;
-                c.wait_with_output()
-            })
-            .expect("python3");
-        assert!(py.status.success(), "check --json is not JSON: {js}");
-        let text = String::from_utf8_lossy(&py.stdout).into_owned();
-        let mut lines = text.lines();
-        let clean = lines.next() == Some("True");
-        let entries = lines
-            .filter_map(|l| l.split_once(' '))
-            .map(|(k, n)| (n.to_string(), k.to_string()))
-            .collect();
-        (clean, entries)
+        self.umount();
+        let o = self
+            .command_of(check_bin(), &args)
+            .output()
+            .expect("run check --json");
+        parse_check_json(&String::from_utf8_lossy(&o.stdout))
     }
 
     /// Old roots (entries of @snapshots that are not dot-names), sorted.

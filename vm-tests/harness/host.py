@@ -151,6 +151,32 @@ def build_binary(fault):
     return os.path.join(tdir, TARGET, "release", "ephemeral-root")
 
 
+def build_testbin(test="crash_safety"):
+    """tests/crash_safety.rs as a static test binary (fault-injection, musl) for the small guests
+    (guest/crashsafety.sh): the same scenarios and invariants as on the host, on bcachefs and ZFS.
+    EPHEMERAL_ROOT_VM_TESTBIN gives a prebuilt one. The path comes from cargo's JSON messages."""
+    if os.environ.get("EPHEMERAL_ROOT_VM_TESTBIN"):
+        return os.path.abspath(os.environ["EPHEMERAL_ROOT_VM_TESTBIN"])
+    tdir = os.path.join(REPO, "target", "vm-fault")
+    log("building the %s test binary (static, fault-injection)" % test)
+    r = subprocess.run(["cargo", "test", "--quiet", "--release", "--target", TARGET, "--target-dir", tdir,
+                        "--features", "fault-injection", "--test", test, "--no-run", "--message-format=json"],
+                       cwd=REPO, capture_output=True, text=True)
+    check(r.returncode == 0, "cargo test --no-run --test %s failed: %s" % (test, r.stderr[-2000:]))
+    exe = None
+    for line in r.stdout.splitlines():
+        try:
+            m = json.loads(line)
+        except ValueError:
+            continue
+        if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == test and m.get("executable"):
+            exe = m["executable"]
+    check(exe and os.path.exists(exe), "cargo named no executable for --test %s" % test)
+    check("statically linked" in out(["file", "-L", exe]) or "static-pie" in out(["file", "-L", exe]),
+          "%s is not static" % exe)
+    return exe
+
+
 def build_bchtool():
     """guest/bchtool.rs: the test-only bcachefs helper (create/snapshot/destroy subvolumes, is-read-only,
     list subvolumes); Debian ships no bcachefs-tools and busybox knows nothing of bcachefs."""

@@ -27,8 +27,8 @@ def zfs_disk(path):
     return [path]
 
 
-def guest_image(fs, env, fault=True):
-    """(kernel, initramfs) of the small guest for filesystem fs."""
+def guest_image(fs, env, fault=True, extra=None, tag=""):
+    """(kernel, initramfs) of the small guest for filesystem fs; extra: {guest path: host file} more."""
     binary = env.fault_binary if fault else env.binary
     if fs.kind == "zfs":
         p = fs.prepare()
@@ -40,12 +40,13 @@ def guest_image(fs, env, fault=True):
             deps |= set(x for x in out(["modinfo", "-F", "depends", ko]).strip().split(",") if x)
         deps -= {"spl", "zfs", ""}
         mods = ["virtio_blk"] + sorted(deps) + [spl, zfs]
-        img = busybox_initramfs("guest-zfs" + ("-fault" if fault else ""), kernel, mods, binary,
-                                roots=[os.path.join(p["ULAND"], "root")])
+        img = busybox_initramfs("guest-zfs" + ("-fault" if fault else "") + tag, kernel, mods, binary,
+                                extra=extra, roots=[os.path.join(p["ULAND"], "root")])
     else:
         kernel = env.kernel
-        img = busybox_initramfs("guest-linux" + ("-fault" if fault else ""), kernel,
-                                ["virtio_blk", "btrfs", "bcachefs"], binary, extra={"/bin/bchtool": env.bchtool})
+        img = busybox_initramfs("guest-linux" + ("-fault" if fault else "") + tag, kernel,
+                                ["virtio_blk", "btrfs", "bcachefs"], binary,
+                                extra=dict({"/bin/bchtool": env.bchtool}, **(extra or {})))
     return kernel, img
 
 

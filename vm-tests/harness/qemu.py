@@ -154,6 +154,7 @@ def launch(name, label, logfile, vmlinuz, initrd, append, disks, mem=768, smp=1,
             el = time.time() - t
             lines.append(line)
             lf.write("%8.3f %s\n" % (el, line))
+            lf.flush()  # long guests (the crash loop): progress readable while they run
             if kill and kill_at is None:
                 w = kill(line, el)
                 if w is not None:

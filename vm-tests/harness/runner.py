@@ -7,8 +7,8 @@ import time
 from . import checks
 from .core import FIXTURE_SET, FIXTURES, T0, WORK, Ctx, Skip, TestFailure, log
 from .dracut import build_initrd
-from .host import build_bchtool, build_binary, default_kernel, ensure_packages
-from .scenarios import E, SCENARIOS, sc_powercut_light, sc_engine, sc_zfs
+from .host import build_bchtool, build_binary, build_testbin, default_kernel, ensure_packages
+from .scenarios import E, SCENARIOS, sc_crashloop, sc_crashsafety, sc_powercut_light, sc_engine, sc_zfs
 
 SETS = ("ci", "long", "zfs-crash", "bench", "all")
 
@@ -68,10 +68,13 @@ def prepare(sel):
     os.makedirs(WORK, exist_ok=True)
     scs = [SCENARIOS[n] for n in sel]
     linux = [s for s in scs if s.fs.kind != "zfs"]
-    dracut = [s for s in linux if s.fn not in (sc_powercut_light, sc_engine) and not getattr(s.fs, "sample", None)]
+    dracut = [s for s in linux if s.fn not in (sc_powercut_light, sc_engine, sc_crashsafety, sc_crashloop)
+              and not getattr(s.fs, "sample", None)]
     E.binary = build_binary(False)
     if any(s.fault or s.fs.kind == "zfs" for s in scs):
         E.fault_binary = build_binary(True)
+    if any(s.testbin for s in scs):
+        E.testbin = build_testbin()
     if linux:
         E.kernel = default_kernel()
         log("kernel %s; fixtures %s (set %s)" % (E.kernel, FIXTURES, FIXTURE_SET))
@@ -91,7 +94,8 @@ def prepare(sel):
 
 def weight(name):
     s = SCENARIOS[name]
-    return -(s.params.get("cuts", 0) * 3 + (60 if s.fn in (sc_engine, sc_zfs) else 0) + 10)
+    return -(s.params.get("cuts", 0) * 3 + (60 if s.fn in (sc_engine, sc_zfs, sc_crashsafety) else 0)
+             + (1000 if s.fn is sc_crashloop else 0) + 10)
 
 
 def main(args):

@@ -86,3 +86,82 @@ def run_suite(c, fs, env, script, params, label="suite", min_json=1):
             c.note(line.strip())
     c.note("%d PASS lines, %d check --json blocks, kernel %s" % (p, len(b.jsons), kernel))
     return b
+
+
+def testbin_verdict(c, b, test, loop=None):
+    """The test binary's own verdict: exit status 0, one "test result: ok. 1 passed; 0 failed; 0 ignored"
+    line, nothing skipped; for the crash loop, at least `loop` recoveries and no root kept twice."""
+    text = "\n".join(l.rstrip() for l in b.lines)
+    rc = b.er.get("crashsafety-rc")
+    res = re.findall(r"test result: (\w+)\. (\d+) passed; (\d+) failed; (\d+) ignored", text)
+    problems = []
+    if rc != "0":
+        problems.append("the test binary exited with %s" % rc)
+    if len(res) != 1 or res[0][0] != "ok" or res[0][1:] != ("1", "0", "0"):
+        problems.append("test result lines %s (want exactly: ok, 1 passed, 0 failed, 0 ignored)" % res)
+    if re.search(r"SKIPPED", text):
+        problems.append("a test was skipped")
+    if not re.search(r"^running 1 test$", text, re.M) or not re.search(r"^test %s \.\.\. " % re.escape(test), text, re.M):
+        problems.append("the test binary did not run test %s (and only it)" % test)
+    m = re.findall(r"crash loop on (\S+): (\d+) recoveries \((\d+) runs aborted at their fault point\), (\d+) roots kept "
+                   r"twice, (\d+) other failures, (\d+) s", text)
+    if loop is not None:
+        if not m:
+            problems.append("no crash loop summary")
+        else:
+            fsk, rec, ab, dup, oth, sec = m[-1]
+            c.stats.update(recoveries=int(rec), aborted=int(ab), duplicates=int(dup), other_failures=int(oth),
+                           loop_seconds=int(sec))
+            c.note("crash loop on %s: %s recoveries, %s aborted runs, %s roots kept twice, %s other failures, %s s" % m[-1])
+            if int(rec) < loop:
+                problems.append("%s recoveries, want %d" % (rec, loop))
+        dups = re.findall(r"crash loop: .*DUPLICATE.*", text)
+        if dups:
+            problems.append("%d roots kept twice, e.g. %s" % (len(dups), dups[0].strip()))
+    for line in re.findall(r"crash safety on .*", text):
+        c.note(line.strip())
+    st = re.search(r"ERTEST crashsafety-start (\S+)", text)
+    en = re.search(r"ERTEST crashsafety-end (\S+)", text)
+    if st and en:
+        c.stats["test_seconds_in_guest"] = round(float(en.group(1)) - float(st.group(1)), 1)
+    c.stats["qemu_cpu"] = round(b.cpu, 1)
+    c.stats["wall"] = round(b.seconds, 1)
+    if problems:
+        fails = [l.strip() for l in b.lines if re.search(r"panicked at|FAILED|DUPLICATE", l)][:4]
+        raise TestFailure("%s: %s; %s (serial log: %s)" % (c.name, " | ".join(problems), " | ".join(fails), b.logfile))
+    c.checks += 1
+
+
+def run_testbin(c, fs, env, test, scen="", loop=None, timeout=SUITE_TIMEOUT):
+    """One guest running the static crash-safety test binary (host.build_testbin) on fresh disks of fs
+    (guest/crashsafety.sh); EPHEMERAL_ROOT_VM_SUBJECT_BIN puts an older build under test."""
+    d = os.path.join(WORK, c.name)
+    os.makedirs(d, exist_ok=True)
+    if fs.kind == "zfs":
+        from .light import zfs_disk
+        disks = zfs_disk(os.path.join(d, "disk.img"))
+    else:
+        disks = fs.make_disks(d)
+    extra = {"/bin/crash_safety": env.testbin}
+    subject = os.environ.get("EPHEMERAL_ROOT_VM_SUBJECT_BIN")
+    if subject:
+        extra["/bin/er-subject"] = os.path.abspath(subject)
+        c.note("binary under test: %s (judged by today's check --json)" % subject)
+    kernel, initrd = guest_image(fs, env, extra=extra, tag="-testbin")
+    devs = ":".join("/dev/vd" + "abcdefgh"[i] for i in range(len(disks)))
+    params = ["ertest.devs=" + devs, "cs.fs=" + fs.kind, "cs.test=" + test]
+    if scen:
+        params.append("cs.scen=" + scen)
+    if loop:
+        params.append("cs.loop=%d" % loop)
+    logfile = os.path.join(d, "logs", "%s.log" % test)
+    c.logs.append(logfile)
+    c.boots += 1
+    b = launch(c.name, test, logfile, kernel.vmlinuz, initrd,
+               "console=ttyS0 oops=panic panic=-1 nowatchdog loglevel=4 ertest.script=crashsafety.sh " + " ".join(params),
+               disks, mem=1024 if fs.kind != "zfs" else fs.mem, timeout=timeout)
+    for dsk in disks:
+        os.unlink(dsk)
+    testbin_verdict(c, b, test, loop)
+    c.note("qemu cpu %.0f s, wall %.0f s, kernel %s" % (b.cpu, b.seconds, kernel))
+    return b
