@@ -61,6 +61,9 @@ ERE() { # ER with environment: ERE VAR=VALUE args... (finish with the baseline: 
   local e=$1; shift
   env "$e" ephemeral-root --device "$DEV" --root "$T/@root" --snapshots "$T/@snapshots" "$@" >$OUT 2>&1; local rc=$?
   if [ $rc -eq 0 ] && [ "$1" = rollback ] && ! is_dry "$@"; then
+    # Each rollback here stands for a boot: finish takes the baseline once per boot, remembered in
+    # /run/ephemeral-root/baseline-taken, which a real boot starts without (src/lastrun.rs).
+    rm -f /run/ephemeral-root/baseline-taken
     env "$e" ephemeral-root --device "$DEV" --root "$T/@root" --snapshots "$T/@snapshots" finish $(keep_of "$@") >>$OUT 2>&1; rc=$?
     [ $rc -eq 0 ] && autocheck $(blank_of "$@")
   fi
