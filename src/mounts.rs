@@ -50,6 +50,43 @@ impl Mounted {
             active: true,
         })
     }
+    /// `source` read-only at `target`. A ZFS dataset mounted read-write elsewhere (the running
+    /// system's `/` or `/persist`) cannot be mounted with `MS_RDONLY`: OpenZFS reuses the
+    /// dataset's superblock and refuses a different read-only flag with EBUSY (`zpl_mount`). Then
+    /// it is mounted with the superblock's flags and this mount alone is made read-only
+    /// (`MS_REMOUNT | MS_BIND | MS_RDONLY` changes the mount, not the superblock or the other
+    /// mounts), in our private namespace, before anything reads it.
+    #[cfg(feature = "tools")]
+    pub fn mount_readonly(
+        source: &str,
+        target: &Path,
+        fstype: &str,
+        data: &str,
+    ) -> Result<Mounted> {
+        match Mounted::mount(source, target, fstype, MountFlags::RDONLY, data) {
+            Err(crate::error::Error::Sys { source: e, .. })
+                if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) =>
+            {
+                let m = Mounted::mount(source, target, fstype, MountFlags::empty(), data)?;
+                rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
+                    .ctx(|| {
+                        format!(
+                            "make the mount of {source} on {} read-only",
+                            target.display()
+                        )
+                    })?;
+                Ok(m)
+            }
+            r => r,
+        }
+    }
+
+    /// Already unmounted (detached with its parent): nothing to do on drop.
+    #[cfg(feature = "tools")]
+    pub fn forget(mut self) {
+        self.active = false;
+    }
+
     pub fn unmount(mut self) -> Result<()> {
         self.active = false;
         rustix::mount::unmount(&self.path, UnmountFlags::empty())

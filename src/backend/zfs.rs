@@ -488,24 +488,30 @@ impl Zfs {
             None => fs.to_string(),
         };
         let top = name(ds);
+        // Mounting at `at` again (root_path twice: `diff`'s walk and its persistence checks)
+        // detaches the earlier mount and the child datasets' below it: those are forgotten here,
+        // not unmounted a second time at close (EINVAL).
         let _ = rustix::mount::unmount(&at, rustix::mount::UnmountFlags::DETACH);
-        let m = Mounted::mount(&top, &at, "zfs", rustix::mount::MountFlags::RDONLY, "").map_err(
-            |e| match e {
-                Error::Sys { what, source, .. } => Error::Sys {
-                    what,
-                    source,
-                    hint: Some(format!("mount {top} read-only")),
-                },
-                e => e,
+        let (gone, kept): (Vec<Mounted>, Vec<Mounted>) = std::mem::take(&mut self.mounts)
+            .into_iter()
+            .partition(|m| m.path.starts_with(&at));
+        self.mounts = kept;
+        gone.into_iter().for_each(Mounted::forget);
+        let m = Mounted::mount_readonly(&top, &at, "zfs", "").map_err(|e| match e {
+            Error::Sys { what, source, .. } => Error::Sys {
+                what,
+                source,
+                hint: Some(format!("mount {top} read-only")),
             },
-        )?;
+            e => e,
+        })?;
         self.mounts.push(m);
         // Child datasets (nested) over their directories, where those exist.
         for k in self.tree(ds)? {
             let kn = name(&k.name);
             let p = at.join(self.rel(ds, &k.name));
             if p.is_dir() && (snap.is_none() || self.exists(&kn)?) {
-                match Mounted::mount(&kn, &p, "zfs", rustix::mount::MountFlags::RDONLY, "") {
+                match Mounted::mount_readonly(&kn, &p, "zfs", "") {
                     Ok(m) => self.mounts.push(m),
                     Err(e) => log::warn!("cannot mount child {kn}: {e}"),
                 }

@@ -41,7 +41,7 @@ def guest_image(fs, env, fault=True):
         deps -= {"spl", "zfs", ""}
         mods = ["virtio_blk"] + sorted(deps) + [spl, zfs]
         img = busybox_initramfs("guest-zfs" + ("-fault" if fault else ""), kernel, mods, binary,
-                                roots=[os.path.join(p["ULAND"], "root")])
+                                extra={"/bin/bchtool": env.bchtool}, roots=[os.path.join(p["ULAND"], "root")])
     else:
         kernel = env.kernel
         img = busybox_initramfs("guest-linux" + ("-fault" if fault else ""), kernel,
