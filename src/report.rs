@@ -290,7 +290,7 @@ fn to_json(r: &Rollout, t: &Target) -> String {
         })
         .collect();
     let olds: Vec<String> = r.olds.iter().map(|n| json::string(n)).collect();
-    json::object(&[
+    let mut top = vec![
         ("old_roots", json::array(&olds)),
         ("comparisons", json::array(&steps)),
         ("places", json::array(&places)),
@@ -301,9 +301,10 @@ fn to_json(r: &Rollout, t: &Target) -> String {
         ),
         ("verdict", json::string(&r.verdict())),
         ("persist_format", json::string(&t.format.to_string())),
-        ("store", json::string(&String::from_utf8_lossy(&t.store))),
-        ("store_assumed", t.assumed.to_string()),
-    ])
+    ];
+    top.extend(json::name_fields("store", "store_hex", &t.store));
+    top.push(("store_assumed", t.assumed.to_string()));
+    json::object(&top)
 }
 
 /// `--since`: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ` (UTC) or an old-root name, as the (time,
@@ -506,6 +507,15 @@ mod tests {
             "{h}"
         );
         assert!(h.contains("with the store /nix/persist"), "{h}");
+        // A store that is not UTF-8: its exact bytes in store_hex, no line a Nix string cannot hold.
+        let odd = Target {
+            format: crate::config::PersistFormat::Impermanence,
+            store: b"/p\xff".to_vec(),
+            assumed: false,
+        };
+        let j = to_json(&r, &odd);
+        assert!(j.contains("\"store_hex\":\"2f70ff\""), "{j}");
+        assert!(j.contains("\"persist_line\":null"), "{j}");
         assert!(
             j.contains(
                 "\"path\":\"/var/cache/app\",\"kind\":\"directory\",\"verdict\":\"probably not\""

@@ -546,7 +546,7 @@ fn to_json(o: &Outcome) -> String {
             json::object(&f)
         })
         .collect();
-    json::object(&[
+    let mut top = vec![
         ("boot", json::string(o.boot)),
         (
             "boot_started",
@@ -558,12 +558,10 @@ fn to_json(o: &Outcome) -> String {
         ("services", json::array(&rows)),
         ("elsewhere", o.elsewhere.to_string()),
         ("persist_format", json::string(&o.target.format.to_string())),
-        (
-            "store",
-            json::string(&String::from_utf8_lossy(&o.target.store)),
-        ),
-        ("store_assumed", o.target.assumed.to_string()),
-    ])
+    ];
+    top.extend(json::name_fields("store", "store_hex", &o.target.store));
+    top.push(("store_assumed", o.target.assumed.to_string()));
+    json::object(&top)
 }
 
 /// `--boot` takes an offset (`0`, `-1`) or a 32-digit boot id, as journalctl does.
