@@ -239,14 +239,8 @@ fn to_json(r: &Rollout, t: &Target) -> String {
         .places
         .iter()
         .map(|p| {
-            let mut f = json::name_fields("path", "path_hex", &p.group.path);
+            let mut f = crate::diff::output::group_fields(&p.group, p.is_dir);
             f.extend([
-                (
-                    "kind",
-                    json::string(if p.is_dir { "directory" } else { "file" }),
-                ),
-                ("verdict", json::string(p.group.verdict.as_str())),
-                ("reason", json::string(p.group.reason)),
                 ("boots_changed", p.boots.to_string()),
                 ("files", p.files.to_string()),
                 ("bytes", p.bytes.to_string()),
@@ -280,15 +274,7 @@ fn to_json(r: &Rollout, t: &Target) -> String {
             ])
         })
         .collect();
-    let incomplete: Vec<String> = r
-        .incomplete
-        .iter()
-        .map(|(p, why)| {
-            let mut o = json::name_fields("path", "path_hex", p);
-            o.push(("why", json::string(&why.describe())));
-            json::object(&o)
-        })
-        .collect();
+    let incomplete = crate::diff::output::incomplete_json(&r.incomplete);
     let olds: Vec<String> = r.olds.iter().map(|n| json::string(n)).collect();
     let mut top = vec![
         ("old_roots", json::array(&olds)),

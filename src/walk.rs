@@ -95,6 +95,23 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// A `Meta` of `kind` and `size` with every other field zero (unit tests of the classifiers).
+    #[cfg(test)]
+    pub fn of(kind: Kind, size: u64) -> Meta {
+        Meta {
+            kind,
+            size,
+            allocated: 0,
+            dev: 0,
+            ino: 0,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: (0, 0),
+            ctime: (0, 0),
+        }
+    }
+
     pub fn from_statx(st: &Statx) -> Meta {
         let mode = st.stx_mode as u32;
         let kind = Kind::from_mode(mode);

@@ -237,18 +237,7 @@ mod tests {
         Entry {
             path: path.as_bytes(),
             depth: 1,
-            meta: Meta {
-                kind,
-                size: 1,
-                dev: 0,
-                ino: 0,
-                mode: 0,
-                uid: 0,
-                gid: 0,
-                mtime: (0, 0),
-                ctime: (0, 0),
-                allocated: 0,
-            },
+            meta: Meta::of(kind, 1),
             empty_dir: empty,
             link: link.map(str::as_bytes),
         }

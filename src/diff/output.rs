@@ -159,6 +159,31 @@ pub fn human(r: &Report, verbose: bool) -> String {
     o
 }
 
+/// The JSON fields naming one group (path, kind, verdict, reason), shared by `diff` and `report`.
+pub fn group_fields(g: &Group, is_dir: bool) -> Vec<(&'static str, String)> {
+    let mut f = json::name_fields("path", "path_hex", &g.path);
+    f.extend([
+        (
+            "kind",
+            json::string(if is_dir { "directory" } else { "file" }),
+        ),
+        ("verdict", json::string(g.verdict.as_str())),
+        ("reason", json::string(g.reason)),
+    ]);
+    f
+}
+
+/// The branches a walk gave up on, as JSON objects (`path`, `why`), shared by `diff` and `report`.
+pub fn incomplete_json(list: &[(Vec<u8>, Problem)]) -> Vec<String> {
+    list.iter()
+        .map(|(p, why)| {
+            let mut o = json::name_fields("path", "path_hex", p);
+            o.push(("why", json::string(&why.describe())));
+            json::object(&o)
+        })
+        .collect()
+}
+
 /// `--json`. Names are bytes: see [`json::name_fields`] for how a name that is not UTF-8 is
 /// written (a readable `path` plus the exact bytes in `path_hex`). The fields of the object; the
 /// caller adds its own (`persistence`) and writes it with [`json::object`].
@@ -167,14 +192,8 @@ pub fn json_fields(r: &Report) -> Vec<(&'static str, String)> {
         .groups
         .iter()
         .map(|g| {
-            let mut f = json::name_fields("path", "path_hex", &g.group.path);
+            let mut f = group_fields(&g.group, g.is_dir);
             f.extend([
-                (
-                    "kind",
-                    json::string(if g.is_dir { "directory" } else { "file" }),
-                ),
-                ("verdict", json::string(g.group.verdict.as_str())),
-                ("reason", json::string(g.group.reason)),
                 ("files", g.files.to_string()),
                 ("bytes", g.bytes.to_string()),
             ]);
@@ -211,15 +230,7 @@ pub fn json_fields(r: &Report) -> Vec<(&'static str, String)> {
             ])
         })
         .collect();
-    let incomplete: Vec<String> = r
-        .incomplete
-        .iter()
-        .map(|(p, why)| {
-            let mut o = json::name_fields("path", "path_hex", p);
-            o.push(("why", json::string(&why.describe())));
-            json::object(&o)
-        })
-        .collect();
+    let incomplete = incomplete_json(&r.incomplete);
     vec![
         ("source", json::string(&r.source)),
         ("method", json::string(&r.method)),

@@ -670,18 +670,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn meta(kind: Kind) -> Meta {
-        Meta {
-            kind,
-            size: 7,
-            allocated: 7,
-            dev: 0,
-            ino: 0,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            mtime: (0, 0),
-            ctime: (0, 0),
-        }
+        Meta::of(kind, 7)
     }
 
     #[test]
