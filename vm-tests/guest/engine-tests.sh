@@ -59,6 +59,9 @@ ER() {
 }
 ERE() { # ER with environment: ERE VAR=VALUE args... (finish with the baseline: its fault points too)
   local e=$1; shift
+  # each run stands for a boot: forget that a baseline was taken "this boot" (finish takes it once per
+  # boot, marked in /run; this guest never reboots, so without this no baseline fault point is reached)
+  rm -f /run/ephemeral-root/baseline-taken
   env "$e" ephemeral-root --device "$DEV" --root "$T/@root" --snapshots "$T/@snapshots" "$@" >$OUT 2>&1; local rc=$?
   if [ $rc -eq 0 ] && [ "$1" = rollback ] && ! is_dry "$@"; then
     env "$e" ephemeral-root --device "$DEV" --root "$T/@root" --snapshots "$T/@snapshots" finish $(keep_of "$@") >>$OUT 2>&1; rc=$?
