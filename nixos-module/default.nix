@@ -168,6 +168,38 @@ let
   impermancePaths = lib.sort builtins.lessThan (unique (map (e: e.path) persistedEntries));
   persistentStorageRoots = unique (map (e: e.storage) persistedEntries);
 
+  # The persistent storage locations declared (enabled environment.persistence.<storage> and
+  # preservation.preserveAt.<storage>, even without entries) or used by an entry (its own
+  # persistentStoragePath, Home Manager's home.persistence): `store` defaults to the one location
+  # when there is exactly one; with several, there is no default (a warning asks for the option).
+  declaredLocations =
+    optionals hasImpermanence (map (loc: normalize loc.persistentStoragePath)
+      (filter (loc: loc.enable or true) (attrValues config.environment.persistence)))
+    ++ optionals (hasPreservation && config.preservation.enable or false)
+      (map (loc: normalize (loc.persistentStoragePath or "/")) (attrValues config.preservation.preserveAt));
+  storageLocations = lib.sort builtins.lessThan (unique (declaredLocations ++ persistentStorageRoots));
+  defaultStore = if builtins.length storageLocations == 1 then head storageLocations else null;
+
+  # The form `persist`, `lost` and `report` print configuration lines in: the module that declares
+  # the persisted paths. impermanence when it is imported (unless it declares nothing and an enabled
+  # preservation is used instead), preservation when it is imported and enabled, else plain
+  # fileSystems bind mounts.
+  usesPreservation = hasPreservation && config.preservation.enable or false;
+  defaultPersistFormat =
+    if hasImpermanence && (impermanenceEntries ++ homeManagerEntries != [ ] || !usesPreservation) then "impermanence"
+    else if usesPreservation then "preservation"
+    else "fstab";
+
+  # What the binary's config parser accepts for `store` (src/config.rs store_path): an absolute
+  # path, not "/", without "." or ".." components, on one line, without surrounding whitespace.
+  storeProblem = s:
+    let comps = filter (c: c != "") (splitString "/" s); in
+    if !(hasPrefix "/" s) then "is not absolute"
+    else if comps == [ ] then "is the root itself"
+    else if builtins.elem "." comps || builtins.elem ".." comps then "has a \".\" or \"..\" component"
+    else if builtins.match "[[:space:]].*|.*[[:space:]]" s != null || builtins.match ".*[\n\r].*" s != null then "has a line break or whitespace at an end"
+    else null;
+
   # The fileSystems entry a path lives on (longest mount point that is a prefix of it).
   mountOf = path:
     let
@@ -180,6 +212,8 @@ let
   hasSpace = p: builtins.match ".*[[:space:]].*" p != null;
   persistable = filter (p: !hasSpace p) cfg.persistentPaths;
   unpersistable = filter hasSpace cfg.persistentPaths;
+  # critical paths: absolute, one word each (the binary splits the value at whitespace).
+  badCritical = filter (p: !(hasPrefix "/" p) || hasSpace p) cfg.critical;
   configText = concatStringsSep "\n" ([
     "# ${unit.configPath}: written by the NixOS module (boot.ephemeralRoot). The same file is in the"
     "# initrd and in the running system, so the commands after boot see this boot's settings."
@@ -195,7 +229,10 @@ let
     "keep = ${cfg.keep}"
     "mode = ${cfg.mode}"
   ]
-  ++ map (p: "persist = ${p}") persistable) + "\n";
+  ++ map (p: "persist = ${p}") persistable
+  ++ optional (cfg.store != null) "store = ${cfg.store}"
+  ++ [ "persist_format = ${cfg.persistFormat}" ]
+  ++ map (p: "critical = ${p}") (filter (p: !(builtins.elem p badCritical)) cfg.critical)) + "\n";
 
   # THE place where the binaries are chosen: the initrd unit runs the initrd build (rollback,
   # finish, check, list, gc, pin, baseline: no default features), the running system gets the full
@@ -360,6 +397,49 @@ in
         written and are left out with a warning).'';
     };
 
+    store = mkOption {
+      type = types.nullOr types.str;
+      default = defaultStore;
+      defaultText = literalExpression ''
+        the persistent storage location when exactly one is declared: impermanence's
+        environment.persistence.<location> (with Home Manager's home.persistence and entries'
+        own persistentStoragePath) or preservation's preservation.preserveAt.<location>;
+        null when there is none or several (several also give a warning)'';
+      example = "/persist";
+      description = ''
+        The persistent store as seen from the running system, written to the config file as
+        `store = …`. `ephemeral-root persist PATH` copies PATH into <store>/PATH; `check` and `diff`
+        compare persisted paths against it (hidden data under a bind mount, declared paths missing
+        from it, stray entries in it). With several storage locations set it to the one `persist`
+        should copy into (the checks then look for every persisted path in that one). null: no
+        `store =` line; `persist` then needs --store and the checks are skipped with a note.'';
+    };
+
+    persistFormat = mkOption {
+      type = types.enum [ "impermanence" "preservation" "fstab" ];
+      default = defaultPersistFormat;
+      defaultText = literalExpression ''
+        "impermanence" when nix-community/impermanence is imported (unless it declares nothing and
+        an enabled nix-community/preservation does), "preservation" when preservation is imported
+        and enabled, else "fstab"'';
+      description = ''
+        The form in which `ephemeral-root persist`, `lost` and `report` print the configuration lines
+        that keep a path (`persist_format = …` in the config file): impermanence's
+        environment.persistence, preservation's preservation.preserveAt, or plain fileSystems bind
+        mounts.'';
+    };
+
+    critical = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "/etc/secrets/initrd/ssh_host_ed25519_key" "/var/lib/sbctl/keys" ];
+      description = ''
+        Persisted paths whose absence from the store is an error (`ephemeral-root check` exits
+        non-zero, before the reboot that would lose them), on top of those the tool always treats as
+        critical (/etc/machine-id, ssh host keys, files under /boot, files named like a key or
+        keyfile). Written as `critical = …` lines; each must be absolute and without whitespace.'';
+    };
+
     baseline = mkOption {
       type = types.bool;
       default = true;
@@ -497,6 +577,26 @@ in
             boot.ephemeralRoot: on ZFS, blank must be a snapshot (dataset@snapshot), e.g.
             "${zfsPool}/local/blank@blank"; got "${toString cfg.blank}".'';
         }
+        {
+          assertion = cfg.store == null || storeProblem cfg.store == null;
+          message = ''
+            boot.ephemeralRoot.store = "${toString cfg.store}" ${toString (if cfg.store == null then "" else storeProblem cfg.store)}: give the persistent store as
+            an absolute path on the running system, e.g. boot.ephemeralRoot.store = "/persist";'';
+        }
+        {
+          assertion = cfg.store == null || storeProblem cfg.store != null
+            || (let fs = mountOf cfg.store; in fs != null && fs.mountPoint != "/");
+          message = ''
+            boot.ephemeralRoot.store = "${toString cfg.store}" is on the root filesystem, which every boot erases:
+            what `ephemeral-root persist` copies there would be lost at the next boot. Point it at the
+            persistent filesystem's mount point, e.g. "/persist" with fileSystems."/persist" declared.'';
+        }
+        {
+          assertion = badCritical == [ ];
+          message = ''
+            boot.ephemeralRoot.critical: ${concatStringsSep ", " (map (p: "\"${p}\"") badCritical)} must be absolute paths without
+            whitespace, as they appear on the running system (e.g. "/etc/secrets/initrd/ssh_host_ed25519_key").'';
+        }
       ] ++ persistAssertions;
 
       warnings = optional (zfsVersion != null && !zfsVersions.supported zfsVersion) ''
@@ -504,6 +604,11 @@ in
         the kernel interface of (${zfsVersions.text}): the initrd step will refuse to run and the
         machine will boot its old root without erasing it. Use a supported boot.zfs.package or an
         ephemeral-root release that supports ${zfsVersion}.''
+      ++ optional (cfg.store == null && builtins.length storageLocations > 1) ''
+        boot.ephemeralRoot: several persistent storage locations are declared (${concatStringsSep ", " storageLocations}),
+        so there is no default store: `ephemeral-root persist` needs --store and `check` does not compare
+        persisted paths with a store. Set boot.ephemeralRoot.store to the one to copy into, e.g.
+          boot.ephemeralRoot.store = "${head storageLocations}";''
       ++ optional (unpersistable != [ ]) ''
         boot.ephemeralRoot: persistent paths with whitespace cannot be written to ${unit.configPath} and are
         not hidden by `ephemeral-root diff`: ${concatStringsSep ", " unpersistable}'';

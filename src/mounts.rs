@@ -50,13 +50,13 @@ impl Mounted {
             active: true,
         })
     }
+    /// `source` read-only at `target`. A ZFS dataset mounted read-write elsewhere (the running
+    /// system's `/` or `/persist`) cannot be mounted with `MS_RDONLY`: OpenZFS reuses the
+    /// dataset's superblock and refuses a different read-only flag with EBUSY (`zpl_mount`). Then
+    /// it is mounted with the superblock's flags and this mount alone is made read-only
+    /// (`MS_REMOUNT | MS_BIND | MS_RDONLY` changes the mount, not the superblock or the other
+    /// mounts), in our private namespace, before anything reads it.
     #[cfg(feature = "tools")]
-    /// Mount `source` read-only at `target`. A filesystem that is mounted read-write elsewhere
-    /// can refuse a read-only mount of the same superblock (ZFS: EBUSY; a dataset has one
-    /// superblock, and `/` of a running system is mounted read-write): then mount it as it is
-    /// mounted (sharing that superblock, changing nothing on it) and make this one mount
-    /// read-only (`MS_REMOUNT | MS_BIND | MS_RDONLY`, a per-mount flag). Never returns a writable
-    /// mount: if that remount fails, the mount is removed and the error returned.
     pub fn mount_readonly(
         source: &str,
         target: &Path,
@@ -64,7 +64,9 @@ impl Mounted {
         data: &str,
     ) -> Result<Mounted> {
         match Mounted::mount(source, target, fstype, MountFlags::RDONLY, data) {
-            Err(e) if e.errno() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
+            Err(crate::error::Error::Sys { source: e, .. })
+                if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) =>
+            {
                 let m = Mounted::mount(source, target, fstype, MountFlags::empty(), data)?;
                 rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
                     .ctx(|| {
@@ -78,6 +80,13 @@ impl Mounted {
             r => r,
         }
     }
+
+    /// Already unmounted (detached with its parent): nothing to do on drop.
+    #[cfg(feature = "tools")]
+    pub fn forget(mut self) {
+        self.active = false;
+    }
+
     pub fn unmount(mut self) -> Result<()> {
         self.active = false;
         rustix::mount::unmount(&self.path, UnmountFlags::empty())

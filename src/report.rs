@@ -18,6 +18,7 @@ use crate::diff::{self, walk::Progress, Mounts, Tally};
 use crate::error::{Error, Result};
 use crate::escape::{self, escape};
 use crate::json;
+use crate::persist::rules::Target;
 use crate::protocol::OldRoot;
 use crate::timefmt::human_bytes;
 use crate::walk::{Meta, Problem};
@@ -103,6 +104,23 @@ impl Rollout {
             .collect()
     }
 
+    /// The configuration lines that keep the places still to persist, in the configured form
+    /// and store (shared with `persist` and `lost`): (place, line or `None` when a Nix string
+    /// cannot hold its name).
+    pub fn persist_lines(&self, t: &Target) -> Vec<(&Place, Option<String>)> {
+        self.to_persist()
+            .into_iter()
+            .map(|p| {
+                let home = p
+                    .group
+                    .home
+                    .as_ref()
+                    .map(|(u, _, rel)| (u.as_slice(), rel.as_slice()));
+                (p, t.line(&p.group.path, p.is_dir, home))
+            })
+            .collect()
+    }
+
     pub fn verdict(&self) -> String {
         let n = self.steps.len();
         if n == 0 {
@@ -146,7 +164,7 @@ impl Rollout {
     }
 }
 
-fn human(r: &Rollout) -> String {
+fn human(r: &Rollout, t: &Target) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -190,11 +208,33 @@ fn human(r: &Rollout) -> String {
             why.describe()
         );
     }
+    let lines = r.persist_lines(t);
+    if !lines.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nto keep them, add to the NixOS configuration (review the places judged \"review\" first; `ephemeral-root persist PATH` copies the current content into the store):"
+        );
+        for (p, line) in &lines {
+            match line {
+                Some(l) => {
+                    let _ = writeln!(o, "  {l}");
+                }
+                None => {
+                    let _ = writeln!(
+                        o,
+                        "  # {} (add by hand: a Nix string cannot hold this name)",
+                        escape(&p.group.path)
+                    );
+                }
+            }
+        }
+        let _ = writeln!(o, "{}", t.note());
+    }
     let _ = writeln!(o, "\nverdict: {}", r.verdict());
     o
 }
 
-fn to_json(r: &Rollout) -> String {
+fn to_json(r: &Rollout, t: &Target) -> String {
     let places: Vec<String> = r
         .places
         .iter()
@@ -207,6 +247,17 @@ fn to_json(r: &Rollout) -> String {
                 ("last_changed_in", json::string(&p.last)),
                 ("blocks_wipe", blocks(p.group.verdict).to_string()),
             ]);
+            if blocks(p.group.verdict) {
+                let home = p
+                    .group
+                    .home
+                    .as_ref()
+                    .map(|(u, _, rel)| (u.as_slice(), rel.as_slice()));
+                f.push((
+                    "persist_line",
+                    json::opt_string(t.line(&p.group.path, p.is_dir, home).as_deref()),
+                ));
+            }
             json::object(&f)
         })
         .collect();
@@ -225,7 +276,7 @@ fn to_json(r: &Rollout) -> String {
         .collect();
     let incomplete = crate::diff::output::incomplete_json(&r.incomplete);
     let olds: Vec<String> = r.olds.iter().map(|n| json::string(n)).collect();
-    json::object(&[
+    let mut top = vec![
         ("old_roots", json::array(&olds)),
         ("comparisons", json::array(&steps)),
         ("places", json::array(&places)),
@@ -235,7 +286,11 @@ fn to_json(r: &Rollout) -> String {
             (!r.steps.is_empty() && r.to_persist().is_empty()).to_string(),
         ),
         ("verdict", json::string(&r.verdict())),
-    ])
+        ("persist_format", json::string(&t.format.to_string())),
+    ];
+    top.extend(json::name_fields("store", "store_hex", &t.store));
+    top.push(("store_assumed", t.assumed.to_string()));
+    json::object(&top)
 }
 
 /// `--since`: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ` (UTC) or an old-root name, as the (time,
@@ -334,9 +389,9 @@ pub fn run(cli: &Cli, s: &Settings) -> Result<()> {
     b.close()?;
     let r = r?;
     if cli.json {
-        println!("{}", to_json(&r));
+        println!("{}", to_json(&r, &Target::of(s)));
     } else {
-        print!("{}", human(&r));
+        print!("{}", human(&r, &Target::of(s)));
     }
     Ok(())
 }
@@ -394,8 +449,59 @@ mod tests {
             r.verdict(),
             "not ready for wipe: persist /var/lib/app/, /opt/ first (2 place(s) changed over 3 boot(s))"
         );
-        let j = to_json(&r);
+        let imp = Target {
+            format: crate::config::PersistFormat::Impermanence,
+            store: b"/persist".to_vec(),
+            assumed: true,
+        };
+        let j = to_json(&r, &imp);
         assert!(j.contains("\"ready\":false"), "{j}");
+        assert!(
+            j.contains("\"persist_line\":\"environment.persistence.\\\"/persist\\\".directories = [ \\\"/var/lib/app\\\" ];\""),
+            "{j}"
+        );
+        assert!(j.contains("\"store_assumed\":true"), "{j}");
+        let h = human(&r, &imp);
+        assert!(
+            h.contains("\n  environment.persistence.\"/persist\".directories = [ \"/var/lib/app\" ];\n  environment.persistence.\"/persist\".directories = [ \"/opt\" ];\n"),
+            "{h}"
+        );
+        assert!(
+            h.contains("no `store =` in the config, so they name /persist"),
+            "{h}"
+        );
+        // The configured form and store.
+        let fstab = Target {
+            format: crate::config::PersistFormat::Fstab,
+            store: b"/state".to_vec(),
+            assumed: false,
+        };
+        let h = human(&r, &fstab);
+        assert!(
+            h.contains("\n  fileSystems.\"/var/lib/app\" = { device = \"/state/var/lib/app\"; options = [ \"bind\" ]; };\n"),
+            "{h}"
+        );
+        assert!(!h.contains("environment.persistence"), "{h}");
+        let pres = Target {
+            format: crate::config::PersistFormat::Preservation,
+            store: b"/nix/persist".to_vec(),
+            assumed: false,
+        };
+        let h = human(&r, &pres);
+        assert!(
+            h.contains("  preservation.preserveAt.\"/nix/persist\".directories = [ \"/opt\" ];\n"),
+            "{h}"
+        );
+        assert!(h.contains("with the store /nix/persist"), "{h}");
+        // A store that is not UTF-8: its exact bytes in store_hex, no line a Nix string cannot hold.
+        let odd = Target {
+            format: crate::config::PersistFormat::Impermanence,
+            store: b"/p\xff".to_vec(),
+            assumed: false,
+        };
+        let j = to_json(&r, &odd);
+        assert!(j.contains("\"store_hex\":\"2f70ff\""), "{j}");
+        assert!(j.contains("\"persist_line\":null"), "{j}");
         assert!(
             j.contains(
                 "\"path\":\"/var/cache/app\",\"kind\":\"directory\",\"verdict\":\"probably not\""

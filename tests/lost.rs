@@ -241,6 +241,61 @@ odd.service\todd\tStarted.
         }
     }
 
+    // Without `store =` the lines name /persist and say so.
+    assert!(
+        text.contains("no `store =` in the config, so they name /persist"),
+        "{text}"
+    );
+    // The configured store and form (`store`, `persist_format`: the NixOS module writes them).
+    let conf = fs.dir.join("preservation.conf");
+    std::fs::write(
+        &conf,
+        "store = /nix/persist\npersist_format = preservation\n",
+    )
+    .unwrap();
+    let out = fs.ok(&[
+        "lost",
+        "--journal-file",
+        jf,
+        "--config",
+        conf.to_str().unwrap(),
+    ]);
+    for want in [
+        "    persist: preservation.preserveAt.\"/nix/persist\".directories = [ \"/var/lib/acme\" ];\n",
+        "    persist: preservation.preserveAt.\"/nix/persist\".files = [ \"/etc/ssh/ssh_host_ed25519_key\" ];\n",
+        "persistence lines: preservation's preservation.preserveAt with the store /nix/persist",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(!out.contains("environment.persistence"), "{out}");
+    std::fs::write(&conf, "store = /state\npersist_format = fstab\n").unwrap();
+    let js = fs.ok(&[
+        "lost",
+        "--journal-file",
+        jf,
+        "--json",
+        "--config",
+        conf.to_str().unwrap(),
+    ]);
+    let (items, _) = parse_json(js.as_bytes());
+    let lines: Vec<&String> = items
+        .iter()
+        .map(|i| &i.4)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(
+        lines.contains(&&"fileSystems.\"/var/lib/acme\" = { device = \"/state/var/lib/acme\"; options = [ \"bind\" ]; };".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        js.contains("\"persist_format\":\"fstab\",\"store\":\"/state\",\"store_assumed\":false"),
+        "{js}"
+    );
+    for line in &lines {
+        assert!(line.starts_with("fileSystems."), "{line}");
+        nix_parse(line);
+    }
+
     // Each printed restore command, run as printed (into the mounted new root with --to),
     // brings the old bytes back.
     let live = fs.dir.join("live");

@@ -135,6 +135,33 @@ fn report_over_audit_and_wipe_boots() {
         ),
         "{out}"
     );
+    // The line that keeps it, in the configured form (none configured: impermanence, /persist).
+    assert!(
+        out.contains(
+            "\n  environment.persistence.\"/persist\".directories = [ \"/var/lib/app\" ];\n"
+        ),
+        "{out}"
+    );
+    let conf = fs.dir.join("preservation.conf");
+    std::fs::write(
+        &conf,
+        "store = /nix/persist\npersist_format = preservation\n",
+    )
+    .unwrap();
+    let pres = fs.ok(&["report", "--config", conf.to_str().unwrap()]);
+    assert!(
+        pres.contains(
+            "\n  preservation.preserveAt.\"/nix/persist\".directories = [ \"/var/lib/app\" ];\n"
+        ),
+        "{pres}"
+    );
+    assert!(!pres.contains("environment.persistence"), "{pres}");
+    std::fs::write(&conf, "store = /state\npersist_format = fstab\n").unwrap();
+    let js = fs.ok(&["report", "--json", "--config", conf.to_str().unwrap()]);
+    assert!(
+        js.contains("\"persist_line\":\"fileSystems.\\\"/var/lib/app\\\" = { device = \\\"/state/var/lib/app\\\"; options = [ \\\"bind\\\" ]; };\""),
+        "{js}"
+    );
     let (ready, methods, places, _) = report_json(&mut fs, &[]);
     assert!(!ready);
     assert_eq!(methods, vec!["btrfs generation search"; 3]);

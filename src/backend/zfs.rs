@@ -488,7 +488,15 @@ impl Zfs {
             None => fs.to_string(),
         };
         let top = name(ds);
+        // Mounting at `at` again (root_path twice: `diff`'s walk and its persistence checks)
+        // detaches the earlier mount and the child datasets' below it: those are forgotten here,
+        // not unmounted a second time at close (EINVAL).
         let _ = rustix::mount::unmount(&at, rustix::mount::UnmountFlags::DETACH);
+        let (gone, kept): (Vec<Mounted>, Vec<Mounted>) = std::mem::take(&mut self.mounts)
+            .into_iter()
+            .partition(|m| m.path.starts_with(&at));
+        self.mounts = kept;
+        gone.into_iter().for_each(Mounted::forget);
         let m = Mounted::mount_readonly(&top, &at, "zfs", "").map_err(|e| match e {
             Error::Sys { what, source, .. } => Error::Sys {
                 what,

@@ -14,18 +14,16 @@ pub mod journal;
 use crate::cli::Cli;
 use crate::config::Settings;
 use crate::diff::classify::{group_of, Group};
-use crate::diff::output::{nix_attr, nix_string};
 use crate::error::{Error, Result};
 use crate::escape::{self, escape};
 use crate::json;
+use crate::persist::rules::Target;
 use crate::timefmt::human_bytes;
 use crate::walk::{self, Kind, Meta};
 use rustix::fd::{AsFd, OwnedFd};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Where the persistence lines put things (impermanence's usual store).
-pub const STORE: &str = "/persist";
 /// Messages without a path kept per service, to show (the rest are counted).
 const SHOWN: usize = 3;
 
@@ -165,19 +163,17 @@ pub fn shell_word(b: &[u8]) -> String {
     }
 }
 
-/// The line for impermanence's `environment.persistence` that keeps `g` (a directory or a file);
-/// `None` when a Nix string cannot hold the name printably (see `diff --nix`).
-pub fn persist_line(g: &Group, dir: bool) -> Option<String> {
-    let list = if dir { "directories" } else { "files" };
-    let at = format!("environment.persistence.\"{STORE}\"");
-    Some(match &g.home {
-        Some((user, _, rel)) => format!(
-            "{at}.users.{}.{list} = [ {} ];",
-            nix_attr(user)?,
-            nix_string(rel)?
-        ),
-        None => format!("{at}.{list} = [ {} ];", nix_string(&g.path)?),
-    })
+/// The configuration line that keeps `g` (a directory or a file), in the configured form and
+/// store ([`Target::line`], shared with `persist` and `report`); `None` when a Nix string cannot
+/// hold the name printably.
+pub fn persist_line(t: &Target, g: &Group, dir: bool) -> Option<String> {
+    t.line(
+        &g.path,
+        dir,
+        g.home
+            .as_ref()
+            .map(|(u, _, rel)| (u.as_slice(), rel.as_slice())),
+    )
 }
 
 /// A path the old root had and the system lacks now.
@@ -363,6 +359,7 @@ struct Outcome<'a> {
     rows: Vec<Row<'a>>,
     elsewhere: usize,
     entries: u64,
+    target: Target,
 }
 
 fn restore_cmd(old: &str, l: &Lost) -> String {
@@ -432,7 +429,7 @@ fn human(o: &Outcome) -> String {
                 let _ = writeln!(
                     t,
                     "    persist: {}",
-                    persist_line(&l.group, l.group_dir).unwrap_or_else(|| format!(
+                    persist_line(&o.target, &l.group, l.group_dir).unwrap_or_else(|| format!(
                         "{} (add by hand: a Nix string cannot hold this name)",
                         escape(&l.group.path)
                     ))
@@ -478,6 +475,9 @@ fn human(o: &Outcome) -> String {
             String::new()
         }
     );
+    if o.rows.iter().any(|r| r.lost.iter().any(|l| !l.declared)) {
+        let _ = writeln!(t, "{}", o.target.note());
+    }
     t
 }
 
@@ -528,7 +528,7 @@ fn to_json(o: &Outcome) -> String {
                     f.extend(json::name_fields("persist", "persist_hex", &l.group.path));
                     f.push((
                         "persist_line",
-                        json::opt_string(persist_line(&l.group, l.group_dir).as_deref()),
+                        json::opt_string(persist_line(&o.target, &l.group, l.group_dir).as_deref()),
                     ));
                     json::object(&f)
                 })
@@ -546,7 +546,7 @@ fn to_json(o: &Outcome) -> String {
             json::object(&f)
         })
         .collect();
-    json::object(&[
+    let mut top = vec![
         ("boot", json::string(o.boot)),
         (
             "boot_started",
@@ -557,7 +557,11 @@ fn to_json(o: &Outcome) -> String {
         ("old_root_sealed", o.sealed.to_string()),
         ("services", json::array(&rows)),
         ("elsewhere", o.elsewhere.to_string()),
-    ])
+        ("persist_format", json::string(&o.target.format.to_string())),
+    ];
+    top.extend(json::name_fields("store", "store_hex", &o.target.store));
+    top.push(("store_assumed", o.target.assumed.to_string()));
+    json::object(&top)
 }
 
 /// `--boot` takes an offset (`0`, `-1`) or a 32-digit boot id, as journalctl does.
@@ -647,6 +651,7 @@ pub fn run(cli: &Cli, s: &Settings) -> Result<()> {
             rows,
             elsewhere: f.elsewhere,
             entries: f.entries,
+            target: Target::of(s),
         };
         Ok(if cli.json {
             format!("{}\n", to_json(&out))
@@ -730,22 +735,50 @@ mod tests {
 
     #[test]
     fn persist_lines() {
+        use crate::config::PersistFormat;
+        let t = |format, store: &[u8]| Target {
+            format,
+            store: store.to_vec(),
+            assumed: false,
+        };
+        let imp = t(PersistFormat::Impermanence, b"/persist");
         let g = group_of(b"/var/lib/acme/example.org/fullchain.pem");
         assert_eq!(
-            persist_line(&g, true).unwrap(),
+            persist_line(&imp, &g, true).unwrap(),
             "environment.persistence.\"/persist\".directories = [ \"/var/lib/acme\" ];"
         );
         let g = group_of(b"/etc/ssh/ssh_host_ed25519_key");
         assert_eq!(
-            persist_line(&g, false).unwrap(),
+            persist_line(&imp, &g, false).unwrap(),
             "environment.persistence.\"/persist\".files = [ \"/etc/ssh/ssh_host_ed25519_key\" ];"
         );
-        let g = group_of(b"/home/alice/.ssh/id_ed25519");
+        let home = group_of(b"/home/alice/.ssh/id_ed25519");
         assert_eq!(
-            persist_line(&g, true).unwrap(),
+            persist_line(&imp, &home, true).unwrap(),
             "environment.persistence.\"/persist\".users.alice.directories = [ \".ssh\" ];"
         );
-        assert_eq!(persist_line(&group_of(b"/var/lib/\xff/x"), true), None);
+        assert_eq!(
+            persist_line(&imp, &group_of(b"/var/lib/\xff/x"), true),
+            None
+        );
+        // The configured form and store.
+        let pres = t(PersistFormat::Preservation, b"/nix/persist");
+        assert_eq!(
+            persist_line(&pres, &g, false).unwrap(),
+            "preservation.preserveAt.\"/nix/persist\".files = [ \"/etc/ssh/ssh_host_ed25519_key\" ];"
+        );
+        assert_eq!(
+            persist_line(&pres, &home, true).unwrap(),
+            "preservation.preserveAt.\"/nix/persist\".users.alice.directories = [ \".ssh\" ];"
+        );
+        let fstab = t(PersistFormat::Fstab, b"/state");
+        assert_eq!(
+            persist_line(&fstab, &home, true).unwrap(),
+            "fileSystems.\"/home/alice/.ssh\" = { device = \"/state/home/alice/.ssh\"; options = [ \"bind\" ]; };"
+        );
+        // A store a Nix string cannot hold: no line.
+        let odd = t(PersistFormat::Impermanence, b"/p\xff");
+        assert_eq!(persist_line(&odd, &g, false), None);
     }
 
     #[test]

@@ -693,11 +693,7 @@ fn report(
     if items.is_empty() {
         out.push_str("# already persisted: nothing to add to the configuration\n");
     } else {
-        let how = match s.persist_format {
-            crate::config::PersistFormat::Impermanence => "impermanence's environment.persistence",
-            crate::config::PersistFormat::Preservation => "preservation's preservation.preserveAt",
-            crate::config::PersistFormat::Fstab => "bind mounts in fileSystems",
-        };
+        let how = rules::form(s.persist_format);
         out.push_str(&format!(
             "# Add to the NixOS configuration ({how}; `persist_format` in the config); from the next boot the store's copy is bind-mounted over each path:\n"
         ));

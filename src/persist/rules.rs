@@ -3,7 +3,7 @@
 //! which unit to stop, and the configuration lines to print.
 
 use crate::config::PersistFormat;
-use crate::diff::output::nix_string;
+use crate::diff::output::{nix_attr, nix_string};
 use crate::escape::cut;
 use crate::timefmt::human_bytes;
 
@@ -364,13 +364,108 @@ fn nix_list(o: &mut String, indent: &str, name: &str, items: &[&Item], left: &mu
     o.push_str(&format!("{indent}];\n"));
 }
 
+/// Where `persist`, `lost` and `report` say a path is to be kept: the configured form and store.
+/// Without `store =` in the config the lines name [`ASSUMED_STORE`] and say so ([`Target::note`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub format: PersistFormat,
+    pub store: Vec<u8>,
+    /// The store was not configured: `store` is [`ASSUMED_STORE`].
+    pub assumed: bool,
+}
+
+/// The store the lines name when the config has none (impermanence's usual location).
+pub const ASSUMED_STORE: &[u8] = b"/persist";
+
+impl Target {
+    pub fn of(s: &crate::config::Settings) -> Target {
+        match &s.store {
+            Some(st) => Target {
+                format: s.persist_format,
+                store: st.clone(),
+                assumed: false,
+            },
+            None => Target {
+                format: s.persist_format,
+                store: ASSUMED_STORE.to_vec(),
+                assumed: true,
+            },
+        }
+    }
+
+    /// One line about the form of the lines (and the assumed store), for the output's end.
+    pub fn note(&self) -> String {
+        let how = form(self.format);
+        if self.assumed {
+            format!(
+                "persistence lines: {how} (`persist_format` in the config); no `store =` in the config, so they name {}: set `store =` (NixOS: boot.ephemeralRoot.store) to your persistent store",
+                cut(ASSUMED_STORE)
+            )
+        } else {
+            format!(
+                "persistence lines: {how} with the store {} (`persist_format`, `store` in the config)",
+                cut(&self.store)
+            )
+        }
+    }
+
+    /// The one line that keeps `path` (a directory or a file); for impermanence and preservation
+    /// a path in a home directory (`home` = (user, path relative to the home)) goes under
+    /// `users.<user>`. `None` when a Nix string cannot hold a name printably.
+    pub fn line(&self, path: &[u8], dir: bool, home: Option<(&[u8], &[u8])>) -> Option<String> {
+        let list = if dir { "directories" } else { "files" };
+        match location_attr(self.format, &self.store)? {
+            Some(at) => Some(match home {
+                Some((user, rel)) => format!(
+                    "{at}.users.{}.{list} = [ {} ];",
+                    nix_attr(user)?,
+                    nix_string(rel)?
+                ),
+                None => format!("{at}.{list} = [ {} ];", nix_string(path)?),
+            }),
+            None => fstab_entry(&self.store, path),
+        }
+    }
+}
+
+/// The form's name, for people.
+pub fn form(format: PersistFormat) -> &'static str {
+    match format {
+        PersistFormat::Impermanence => "impermanence's environment.persistence",
+        PersistFormat::Preservation => "preservation's preservation.preserveAt",
+        PersistFormat::Fstab => "bind mounts in fileSystems",
+    }
+}
+
+/// `environment.persistence."<store>"` or `preservation.preserveAt."<store>"`; `Some(None)` for
+/// fstab (no location attribute); `None` when a Nix string cannot hold the store's path.
+fn location_attr(format: PersistFormat, store: &[u8]) -> Option<Option<String>> {
+    let st = nix_string(store)?;
+    Some(match format {
+        PersistFormat::Impermanence => Some(format!("environment.persistence.{st}")),
+        PersistFormat::Preservation => Some(format!("preservation.preserveAt.{st}")),
+        PersistFormat::Fstab => None,
+    })
+}
+
+/// `fileSystems."<path>" = { device = "<store><path>"; options = [ "bind" ]; };`
+fn fstab_entry(store: &[u8], path: &[u8]) -> Option<String> {
+    let mut dev = store.to_vec();
+    dev.extend_from_slice(path);
+    Some(format!(
+        "fileSystems.{} = {{ device = {}; options = [ \"bind\" ]; }};",
+        nix_string(path)?,
+        nix_string(&dev)?
+    ))
+}
+
 /// The configuration lines for `items`, as a Nix attribute set (a NixOS module body) preceded by
 /// comments: `nix-instantiate --parse` accepts the whole text. A path a Nix string cannot hold
 /// printably is listed in a comment, escaped, to be added by hand.
 pub fn config_lines(format: PersistFormat, store: &[u8], items: &[Item]) -> String {
     let mut o = String::new();
     let mut left: Vec<Vec<u8>> = Vec::new();
-    let Some(st) = nix_string(store) else {
+    let Some(at) = location_attr(format, store) else {
         return format!(
             "# the store's path {} cannot be written as a Nix string; declare these paths by hand:\n{}",
             cut(store),
@@ -383,27 +478,18 @@ pub fn config_lines(format: PersistFormat, store: &[u8], items: &[Item]) -> Stri
     let dirs: Vec<&Item> = items.iter().filter(|i| i.1).collect();
     let files: Vec<&Item> = items.iter().filter(|i| !i.1).collect();
     let mut body = String::new();
-    match format {
-        PersistFormat::Impermanence | PersistFormat::Preservation => {
-            let attr = if format == PersistFormat::Impermanence {
-                "environment.persistence"
-            } else {
-                "preservation.preserveAt"
-            };
-            body.push_str(&format!("  {attr}.{st} = {{\n"));
+    match at {
+        Some(at) => {
+            body.push_str(&format!("  {at} = {{\n"));
             nix_list(&mut body, "    ", "directories", &dirs, &mut left);
             nix_list(&mut body, "    ", "files", &files, &mut left);
             body.push_str("  };\n");
         }
-        PersistFormat::Fstab => {
+        None => {
             for (p, _) in items {
-                let mut dev = store.to_vec();
-                dev.extend_from_slice(p);
-                match (nix_string(p), nix_string(&dev)) {
-                    (Some(ps), Some(ds)) => body.push_str(&format!(
-                        "  fileSystems.{ps} = {{ device = {ds}; options = [ \"bind\" ]; }};\n"
-                    )),
-                    _ => left.push(p.clone()),
+                match fstab_entry(store, p) {
+                    Some(line) => body.push_str(&format!("  {line}\n")),
+                    None => left.push(p.clone()),
                 }
             }
         }
@@ -660,6 +746,28 @@ mod tests {
         assert_eq!(p, "{\n  preservation.preserveAt.\"/state\" = {\n    directories = [\n      \"/var/lib/foo\"\n    ];\n  };\n}\n");
         let f = config_lines(PersistFormat::Fstab, b"/persist", &items[..2]);
         assert_eq!(f, "{\n  fileSystems.\"/var/lib/foo\" = { device = \"/persist/var/lib/foo\"; options = [ \"bind\" ]; };\n  fileSystems.\"/etc/machine-id\" = { device = \"/persist/etc/machine-id\"; options = [ \"bind\" ]; };\n}\n");
+        // One line per path (lost, report): the same forms.
+        let t = Target {
+            format: PersistFormat::Fstab,
+            store: b"/persist".to_vec(),
+            assumed: false,
+        };
+        assert_eq!(
+            t.line(b"/var/lib/foo", true, None).unwrap(),
+            "fileSystems.\"/var/lib/foo\" = { device = \"/persist/var/lib/foo\"; options = [ \"bind\" ]; };"
+        );
+        assert!(f.contains(&t.line(b"/etc/machine-id", false, None).unwrap()));
+        assert_eq!(t.line(b"/var/lib/\x1b[31mred", true, None), None);
+        let s = crate::config::merge(Default::default(), Default::default(), None);
+        assert_eq!(s.store, None);
+        let d = Target::of(&s);
+        assert!(d.assumed && d.store == ASSUMED_STORE && d.format == PersistFormat::Impermanence);
+        assert!(
+            d.note()
+                .contains("no `store =` in the config, so they name /persist"),
+            "{}",
+            d.note()
+        );
         let odd = config_lines(PersistFormat::Fstab, b"/p\xff", &items[..1]);
         assert!(
             odd.starts_with("# the store's path /p\\xff cannot be written"),

@@ -11,6 +11,12 @@
 //!   bchtool subvols DIR            every subvolume root below DIR (relative paths)
 //!   bchtool isro DIR               exit 0 if an O_TMPFILE in DIR fails with EROFS, 1 if it works
 //!   bchtool rmtree-timing PARENT CHILD   destroy CHILD then retry PARENT until it works; print ms
+//! and, on any filesystem (the ZFS guest has it too; busybox has no xattr or FIEMAP tool):
+//!   bchtool setxattr PATH NAME VALUE     set an extended attribute (not following a symlink)
+//!   bchtool tree DIR               one line per entry below DIR (sorted): path, type, mode, owner,
+//!                                  size, mtime (ns), hard-link group, content hash (FNV-1a 64),
+//!                                  symlink target, every xattr with its value (hex)
+//!   bchtool shared FILE            "extents=N shared=M" from FIEMAP (M: FIEMAP_EXTENT_SHARED)
 
 use std::ffi::CString;
 use std::os::raw::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
@@ -22,6 +28,116 @@ extern "C" {
     fn __errno_location() -> *mut c_int;
     fn close(fd: c_int) -> c_int;
     fn syncfs(fd: c_int) -> c_int;
+    fn lsetxattr(p: *const c_char, n: *const c_char, v: *const c_void, len: usize, flags: c_int) -> c_int;
+    fn llistxattr(p: *const c_char, list: *mut c_char, len: usize) -> isize;
+    fn lgetxattr(p: *const c_char, n: *const c_char, v: *mut c_void, len: usize) -> isize;
+}
+
+/// Every xattr of `p` (not following a symlink): "name=hexvalue,..." sorted.
+fn xattrs(p: &str) -> String {
+    let c = CString::new(p).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = unsafe { llistxattr(c.as_ptr(), buf.as_mut_ptr() as *mut c_char, buf.len()) };
+    if n < 0 {
+        return format!("error{}", errno());
+    }
+    let mut names: Vec<&[u8]> = buf[..n as usize].split(|b| *b == 0).filter(|x| !x.is_empty()).collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let cn = CString::new(name).unwrap();
+        let mut v = vec![0u8; 65536];
+        let m = unsafe { lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr() as *mut c_void, v.len()) };
+        let val = if m < 0 { format!("error{}", errno()) } else { v[..m as usize].iter().map(|b| format!("{b:02x}")).collect() };
+        out.push(format!("{}={val}", String::from_utf8_lossy(name)));
+    }
+    out.join(",")
+}
+
+fn fnv(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+fn tree(base: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let mut stack = vec![String::new()];
+    let mut lines = Vec::new();
+    let mut links: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    let mut entries = Vec::new();
+    while let Some(rel) = stack.pop() {
+        let p = if rel.is_empty() { base.to_string() } else { format!("{base}/{rel}") };
+        let m = std::fs::symlink_metadata(&p).unwrap_or_else(|e| die(format!("lstat {p}: {e}")));
+        if m.is_dir() {
+            let mut names: Vec<String> = std::fs::read_dir(&p).unwrap_or_else(|e| die(format!("read {p}: {e}")))
+                .filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            names.sort();
+            for n in names.into_iter().rev() {
+                stack.push(if rel.is_empty() { n } else { format!("{rel}/{n}") });
+            }
+        }
+        entries.push((rel, p, m));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (rel, p, m) in entries {
+        let ft = m.file_type();
+        let (kind, content, link) = if ft.is_dir() {
+            ("dir", String::new(), String::new())
+        } else if ft.is_symlink() {
+            ("symlink", String::new(), std::fs::read_link(&p).map(|l| l.to_string_lossy().into_owned()).unwrap_or_default())
+        } else if ft.is_file() {
+            ("file", format!("{:016x}", fnv(&std::fs::read(&p).unwrap_or_else(|e| die(format!("read {p}: {e}"))))), String::new())
+        } else {
+            ("other", String::new(), String::new())
+        };
+        let group = if !ft.is_dir() && m.nlink() > 1 {
+            links.entry(m.ino()).or_insert_with(|| rel.clone()).clone()
+        } else {
+            String::new()
+        };
+        lines.push(format!("/{rel} {kind} mode={:o} owner={}:{} size={} mtime={}.{:09} nlink={} link-group={group} content={content} target={link} xattrs={}",
+            m.mode(), m.uid(), m.gid(), if ft.is_dir() { 0 } else { m.size() }, m.mtime(), m.mtime_nsec(),
+            if ft.is_dir() { 0 } else { m.nlink() }, xattrs(&p)));
+    }
+    for l in lines { println!("{l}") }
+}
+
+/// (extents, shared extents) of a file from FS_IOC_FIEMAP.
+fn fiemap(p: &str) -> Result<(u32, u32), i32> {
+    const N: usize = 256;
+    #[repr(C)]
+    struct Extent { logical: u64, physical: u64, length: u64, r64: [u64; 2], flags: u32, r32: [u32; 3] }
+    #[repr(C)]
+    struct Fiemap { start: u64, length: u64, flags: u32, mapped: u32, count: u32, reserved: u32, ext: [Extent; N] }
+    let c = CString::new(p).unwrap();
+    let fd = unsafe { open(c.as_ptr(), 0) };
+    if fd < 0 { return Err(errno()) }
+    let (mut total, mut shared, mut start) = (0u32, 0u32, 0u64);
+    loop {
+        let mut f: Fiemap = unsafe { std::mem::zeroed() };
+        f.start = start;
+        f.length = u64::MAX - start;
+        f.flags = 1; // FIEMAP_FLAG_SYNC
+        f.count = N as u32;
+        // FS_IOC_FIEMAP = _IOWR('f', 11, struct fiemap)
+        let r = unsafe { ioctl(fd, 0xC020660Bu32 as c_int, &mut f as *mut Fiemap as *mut c_void) };
+        if r < 0 { let e = errno(); unsafe { close(fd) }; return Err(e) }
+        if f.mapped == 0 { break }
+        let mut last = false;
+        for e in &f.ext[..f.mapped as usize] {
+            total += 1;
+            if e.flags & 0x2000 != 0 { shared += 1 }
+            if e.flags & 1 != 0 { last = true }
+            start = e.logical + e.length;
+        }
+        if last { break }
+    }
+    unsafe { close(fd) };
+    Ok((total, shared))
 }
 
 #[repr(C)]
@@ -194,6 +310,18 @@ fn main() {
             }
             for o in out { println!("{o}") }
         }
+        Some("setxattr") => {
+            let (p, n) = (CString::new(s(1)).unwrap(), CString::new(s(2)).unwrap());
+            let v = s(3);
+            if unsafe { lsetxattr(p.as_ptr(), n.as_ptr(), v.as_ptr() as *const c_void, v.len(), 0) } < 0 {
+                die(format!("setxattr {} {}: errno {}", s(1), s(2), errno()))
+            }
+        }
+        Some("tree") => tree(&s(1)),
+        Some("shared") => match fiemap(&s(1)) {
+            Ok((t, sh)) => println!("extents={t} shared={sh}"),
+            Err(e) => die(format!("fiemap {}: errno {e}", s(1))),
+        },
         _ => die("usage: see the source".into()),
     }
     let _: c_ulong = 0;

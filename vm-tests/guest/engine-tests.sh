@@ -59,11 +59,11 @@ ER() {
 }
 ERE() { # ER with environment: ERE VAR=VALUE args... (finish with the baseline: its fault points too)
   local e=$1; shift
+  # each run stands for a boot: forget that a baseline was taken "this boot" (finish takes it once per
+  # boot, marked in /run; this guest never reboots, so without this no baseline fault point is reached)
+  rm -f /run/ephemeral-root/baseline-taken
   env "$e" ephemeral-root --device "$DEV" --root "$T/@root" --snapshots "$T/@snapshots" "$@" >$OUT 2>&1; local rc=$?
   if [ $rc -eq 0 ] && [ "$1" = rollback ] && ! is_dry "$@"; then
-    # Each rollback here stands for a boot: finish takes the baseline once per boot, remembered in
-    # /run/ephemeral-root/baseline-taken, which a real boot starts without (src/lastrun.rs).
-    rm -f /run/ephemeral-root/baseline-taken
     env "$e" ephemeral-root --device "$DEV" --root "$T/@root" --snapshots "$T/@snapshots" finish $(keep_of "$@") >>$OUT 2>&1; rc=$?
     [ $rc -eq 0 ] && autocheck $(blank_of "$@")
   fi
@@ -87,6 +87,7 @@ nest() { printf '%s' "$1" | sed 's/%/%25/g; s,/,%2F,g'; }   # the encoding of th
 # Path of a file inside old root $1 that lives in nested subvolume $2 at relative path $3.
 onest() { echo "@snapshots/$1.nested/$(nest "$2")/$3"; }
 log_has() { grep -q "$1" $OUT; }
+last_lines() { tail -4 $OUT | tr '\n' ' ' | tail -c 500; }
 cleanup() { bchtool rmrf $B/$T; }
 
 fill_root() { # fill_root TAG
@@ -422,6 +423,80 @@ if want diff; then
   [ $rc != 0 ] && ! [ -e /tmp/rs/esc ] && pass restore-refuses-escape || fail restore-refuses-escape "rc=$rc $(tail -2 $OUT)"
   if ER restore "$O1" /etc/hosts --to /tmp/rs/hosts && [ "$(readlink /tmp/rs/hosts)" = /etc/static/hosts ]; then pass restore-symlink
   else fail restore-symlink "$(tail -2 $OUT)"; fi
+  cleanup
+fi
+
+# ---- persist, and check's persistence warnings (issue 15) ---------------------------------------
+# A running system whose / is $T/@root and /persist the store $T/@persist (bind mounts at $SY, the binary
+# and its config on a tmpfs /run, commands chrooted there), as tests/common/sys.rs makes it on btrfs.
+# persist copies a service's state directory into the store: reflinked (same filesystem; FIEMAP must
+# show shared extents) and identical entry by entry (content, owner, mode, mtime, hard links, symlink,
+# xattrs: bchtool tree), holes kept; then check warns about content hidden under a persisted path's
+# bind mount and a critical file missing from the store, exits non-zero, and is quiet once fixed.
+if want persist; then
+  newfs persist; SY=/tmp/sys; R=$B/$T/@root
+  ER rollback || fail persist-first-rollback "$(tail -2 $OUT)"   # the layout a running system has
+  mkdir -p $SY $R/persist $R/proc $R/dev $R/sys $R/run $R/var/lib
+  # the service's state, made on the root before anyone declared it persistent
+  mkdir -p $R/var/lib/foo/sub; dd if=/dev/urandom of=$R/var/lib/foo/db bs=64k count=32 2>/dev/null
+  ln $R/var/lib/foo/db $R/var/lib/foo/sub/db-link; ln -s ../db $R/var/lib/foo/sub/sym
+  printf 'state' > $R/var/lib/foo/sub/small; truncate -s 64M $R/var/lib/foo/sparse; printf tail >> $R/var/lib/foo/sparse
+  bchtool setxattr $R/var/lib/foo/db user.origin "made by foo" && bchtool setxattr $R/var/lib/foo/sub user.dir d
+  chown -R 1000:1000 $R/var/lib/foo; chmod 0750 $R/var/lib/foo; chmod 0600 $R/var/lib/foo/sub/small
+  # a persisted path whose bind mount hides content the store lacks, and a critical key not in the store
+  w @root/var/lib/declared/extra "written before the bind mount"; w @persist/var/lib/declared/base "stored"
+  mount --bind $R $SY && mount --bind $B/$T/@persist $SY/persist && mount -t proc proc $SY/proc \
+    && mount --bind /dev $SY/dev && mount -t sysfs sysfs $SY/sys && mount -t tmpfs tmpfs $SY/run \
+    && mount --bind $SY/persist/var/lib/declared $SY/var/lib/declared \
+    && cp "$(command -v ephemeral-root)" $SY/run/er || fail persist-setup "cannot build the system at $SY"
+  printf 'device = %s\nroot = %s\nsnapshots = %s\nstore = /persist\npersist = /var/lib/declared /etc/secret.key\ncritical = /etc/secret.key\n' \
+    "$DEV" "$T/@root" "$T/@snapshots" > $SY/run/er.conf
+  SYS() { chroot $SY /run/er "$@" --config /run/er.conf > $OUT 2>&1; local rc=$?; cat $OUT >> /tmp/all.log; return $rc; }
+  bchtool tree $R/var/lib/foo > /tmp/before
+  # diff lists the state and warns like check (its exit says a critical file would be lost)
+  SYS diff; rc=$?
+  if grep -q '/var/lib/foo' $OUT && grep -q 'hidden by the bind mount' $OUT; then pass persist-diff-shows-state-and-warns
+  else fail persist-diff-shows-state-and-warns "rc $rc: $(last_lines)"; fi
+  SYS check; rc=$?
+  if [ $rc -ne 0 ] && grep -q 'var/lib/declared/extra' $OUT && grep -q 'hidden by the bind mount, erased at the next boot' $OUT; then pass persist-check-warns-hidden
+  else fail persist-check-warns-hidden "rc $rc: $(last_lines)"; fi
+  if grep -q 'error: /etc/secret.key is declared persistent but missing from the store (/persist/etc/secret.key), and it is critical' $OUT; then pass persist-check-missing-critical
+  else fail persist-check-missing-critical "$(last_lines)"; fi
+  if SYS persist /var/lib/foo && grep -q '# copied /var/lib/foo to /persist/var/lib/foo: ' $OUT \
+    && grep -q 'environment.persistence."/persist" = {' $OUT && grep -q '"/var/lib/foo"' $OUT; then pass persist-copies
+  else fail persist-copies "$(last_lines)"; fi
+  grep -q 'reflinked' $OUT && pass persist-says-reflinked || fail persist-says-reflinked "$(last_lines)"
+  bchtool tree $B/$T/@persist/var/lib/foo > /tmp/after
+  if [ -s /tmp/before ] && cmp -s /tmp/before /tmp/after; then pass persist-identical-entry-by-entry
+  else fail persist-identical-entry-by-entry "$(diff /tmp/before /tmp/after 2>&1 | head -6 | tr '\n' ' ')"; fi
+  grep -q 'xattrs=user.origin=' /tmp/after && grep -q 'owner=1000:1000' /tmp/after && grep -q 'link-group=db ' /tmp/after \
+    && pass persist-tree-is-not-vacuous || fail persist-tree-is-not-vacuous "$(head -c 400 /tmp/after)"
+  sh_=$(bchtool shared $B/$T/@persist/var/lib/foo/db)
+  case "$sh_" in *shared=0*|"") fail persist-reflink-shares-extents "$sh_ (store) / $(bchtool shared $R/var/lib/foo/db)";;
+    *) pass persist-reflink-shares-extents;; esac
+  # the two checks above can fail: a plain copy shares no extent, a changed xattr changes the tree
+  cp $R/var/lib/foo/db /tmp/plain-copy; mv /tmp/plain-copy $B/$T/@persist/plain-copy
+  case "$(bchtool shared $B/$T/@persist/plain-copy)" in *shared=0*) pass persist-selftest-plain-copy-not-shared;;
+    *) fail persist-selftest-plain-copy-not-shared "$(bchtool shared $B/$T/@persist/plain-copy)";; esac
+  rm $B/$T/@persist/plain-copy
+  bchtool setxattr $B/$T/@persist/var/lib/foo/db user.origin "changed"
+  bchtool tree $B/$T/@persist/var/lib/foo | cmp -s /tmp/before - && fail persist-selftest-tree-sees-xattr "a changed xattr went unseen" || pass persist-selftest-tree-sees-xattr
+  bchtool setxattr $B/$T/@persist/var/lib/foo/db user.origin "made by foo"
+  blocks=$(stat -c %b $B/$T/@persist/var/lib/foo/sparse)
+  [ "$blocks" -lt 4096 ] && pass persist-keeps-holes || fail persist-keeps-holes "$blocks blocks of 512 for a 64 MiB sparse file"
+  # the root keeps its copy until the next boot; again: already in the store, refused, nothing changed
+  cmp -s /tmp/before "$(bchtool tree $R/var/lib/foo > /tmp/root-after; echo /tmp/root-after)" && pass persist-root-untouched || fail persist-root-untouched "root changed"
+  if ! SYS persist /var/lib/foo && grep -q 'already exists in the store' $OUT; then pass persist-refuses-twice; else fail persist-refuses-twice "$(last_lines)"; fi
+  # the fixes: --merge saves the hidden file, the key goes into the store: check is quiet
+  if SYS persist /var/lib/declared --merge && [ "$(r @persist/var/lib/declared/extra)" = "written before the bind mount" ]; then pass persist-merge-saves-hidden
+  else fail persist-merge-saves-hidden "$(last_lines)"; fi
+  w @persist/etc/secret.key k
+  if SYS check && ! grep -qE 'hidden by the bind mount|missing from the store' $OUT; then pass persist-check-quiet-when-fixed
+  else fail persist-check-quiet-when-fixed "$(last_lines)"; fi
+  # next boot: the rollback erases the root, the store keeps the copy
+  umount $SY/var/lib/declared $SY/run $SY/sys $SY/dev $SY/proc $SY/persist $SY
+  ER rollback && [ ! -e $R/var/lib/foo ] && bchtool tree $B/$T/@persist/var/lib/foo | cmp -s /tmp/before - \
+    && pass persist-kept-after-rollback || fail persist-kept-after-rollback "$(tail -2 $OUT)"
   cleanup
 fi
 

@@ -456,6 +456,70 @@ if want crash; then
   zfs destroy -r rpool/cC >/dev/null 2>&1; zfs destroy -r rpool/cD >/dev/null 2>&1; zfs destroy -r rpool/cE >/dev/null 2>&1
 fi
 
+# ---- persist, and check's persistence warnings (issue 15) ---------------------------------------
+# A running system whose / is the root dataset and /persist the store dataset $T/safe/persist (mounted at
+# $SY, the binary and its config on a tmpfs /run, commands chrooted there). The store is another dataset:
+# persist copies (no reflink across datasets), and the copy must be identical entry by entry (content,
+# owner, mode, mtime, hard links, symlink, xattrs: bchtool tree), holes kept; check warns about content
+# hidden under a persisted path's bind mount and a critical file missing from the store, and is quiet once
+# fixed; after the rollback the root is empty and the store keeps the copy.
+if want persist; then
+  layout persistz; SY=/tmp/sys
+  ER rollback || fail "persist: first rollback" "$(last)"
+  mkdir -p $SY && mount -t zfs "$T/local/root" $SY && mkdir -p $SY/persist $SY/proc $SY/dev $SY/sys $SY/run $SY/var/lib \
+    && mount -t zfs "$T/safe/persist" $SY/persist || fail "persist: setup" "cannot mount the datasets"
+  R=$SY
+  mkdir -p $R/var/lib/foo/sub; dd if=/dev/urandom of=$R/var/lib/foo/db bs=64k count=32 2>/dev/null
+  ln $R/var/lib/foo/db $R/var/lib/foo/sub/db-link; ln -s ../db $R/var/lib/foo/sub/sym
+  printf 'state' > $R/var/lib/foo/sub/small; truncate -s 64M $R/var/lib/foo/sparse; printf tail >> $R/var/lib/foo/sparse
+  bchtool setxattr $R/var/lib/foo/db user.origin "made by foo" && bchtool setxattr $R/var/lib/foo/sub user.dir d
+  chown -R 1000:1000 $R/var/lib/foo; chmod 0750 $R/var/lib/foo; chmod 0600 $R/var/lib/foo/sub/small
+  mkdir -p $R/var/lib/declared $SY/persist/var/lib/declared; printf 'written before the bind mount' > $R/var/lib/declared/extra
+  printf stored > $SY/persist/var/lib/declared/base
+  mount -t proc proc $SY/proc && mount --bind /dev $SY/dev && mount -t sysfs sysfs $SY/sys && mount -t tmpfs tmpfs $SY/run \
+    && mount --bind $SY/persist/var/lib/declared $SY/var/lib/declared \
+    && cp "$(command -v ephemeral-root)" $SY/run/er || fail "persist: setup" "cannot build the system at $SY"
+  printf 'fstype = zfs\nroot = %s\nsnapshots = %s\nstore = /persist\npersist = /var/lib/declared /etc/secret.key\ncritical = /etc/secret.key\n' \
+    "$T/local/root" "$T/local/old-roots" > $SY/run/er.conf
+  SYS() { chroot $SY /run/er "$@" --config /run/er.conf > $OUT 2>&1; rc=$?; cat $OUT >> /tmp/all.log; return $rc; }
+  bchtool tree $R/var/lib/foo > /tmp/before
+  SYS diff
+  grep -q '/var/lib/foo' $OUT && grep -q 'hidden by the bind mount' $OUT && pass "persist: diff shows the state and warns" || fail "persist: diff" "rc $rc $(last)"
+  SYS check
+  [ $rc -ne 0 ] && grep -q 'var/lib/declared/extra' $OUT && grep -q 'hidden by the bind mount, erased at the next boot' $OUT \
+    && pass "persist: check warns about hidden content" || fail "persist: check hidden" "rc $rc $(last)"
+  grep -q 'error: /etc/secret.key is declared persistent but missing from the store (/persist/etc/secret.key), and it is critical' $OUT \
+    && pass "persist: check: critical file missing from the store" || fail "persist: check missing critical" "$(last)"
+  SYS persist /var/lib/foo
+  [ $rc -eq 0 ] && grep -q '# copied /var/lib/foo to /persist/var/lib/foo: ' $OUT && grep -q 'environment.persistence."/persist" = {' $OUT \
+    && pass "persist: copies and prints the lines" || fail "persist: copy" "rc $rc $(last)"
+  echo "NOTE zfs persist: $(grep '# copied' $OUT | head -n1)"
+  bchtool tree $SY/persist/var/lib/foo > /tmp/after
+  [ -s /tmp/before ] && cmp -s /tmp/before /tmp/after && pass "persist: identical entry by entry" \
+    || fail "persist: identical" "$(diff /tmp/before /tmp/after 2>&1 | head -6 | tr '\n' ' ')"
+  grep -q 'xattrs=user.origin=' /tmp/after && grep -q 'owner=1000:1000' /tmp/after && grep -q 'link-group=db ' /tmp/after \
+    && pass "persist: the tree compared is not vacuous" || fail "persist: tree" "$(head -c 400 /tmp/after)"
+  bchtool setxattr $SY/persist/var/lib/foo/db user.origin changed
+  bchtool tree $SY/persist/var/lib/foo | cmp -s /tmp/before - && fail "persist: selftest" "a changed xattr went unseen" || pass "persist: selftest: the tree sees a changed xattr"
+  bchtool setxattr $SY/persist/var/lib/foo/db user.origin "made by foo"
+  blocks=$(stat -c %b $SY/persist/var/lib/foo/sparse)
+  [ "$blocks" -lt 4096 ] && pass "persist: holes kept" || fail "persist: holes" "$blocks blocks of 512 for a 64 MiB sparse file"
+  SYS persist /var/lib/foo
+  [ $rc -ne 0 ] && grep -q 'already exists in the store' $OUT && pass "persist: refused when already in the store" || fail "persist: twice" "rc $rc $(last)"
+  SYS persist /var/lib/declared --merge
+  [ $rc -eq 0 ] && [ "$(cat $SY/persist/var/lib/declared/extra)" = "written before the bind mount" ] && pass "persist --merge saves the hidden file" \
+    || fail "persist --merge" "rc $rc $(last)"
+  mkdir -p $SY/persist/etc; printf k > $SY/persist/etc/secret.key
+  SYS check
+  [ $rc -eq 0 ] && ! grep -qE 'hidden by the bind mount|missing from the store' $OUT && pass "persist: check quiet once fixed" || fail "persist: check fixed" "rc $rc $(last)"
+  umount $SY/var/lib/declared $SY/run $SY/sys $SY/dev $SY/proc $SY/persist $SY
+  ER rollback
+  [ $rc -eq 0 ] && ! ex local/root var/lib/foo/db && mount -t zfs -o ro "$T/safe/persist" /tmp/m \
+    && bchtool tree /tmp/m/var/lib/foo > /tmp/kept; umount /tmp/m 2>/dev/null
+  cmp -s /tmp/before /tmp/kept && pass "persist: kept in the store after the rollback" || fail "persist: after rollback" "rc $rc $(last)"
+  zfs destroy -r "$T" >/dev/null 2>&1
+fi
+
 # --- harness self-test: every check reports its planted violation -------------------------------
 # On the real pool: plant one violation at a time, then the check must name it (jc ... expect=REGEX: the
 # harness fails if check --json calls that state clean; inv_problems: the shell-side invariants).

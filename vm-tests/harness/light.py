@@ -41,7 +41,8 @@ def guest_image(fs, env, fault=True, extra=None, tag=""):
         deps -= {"spl", "zfs", ""}
         mods = ["virtio_blk"] + sorted(deps) + [spl, zfs]
         img = busybox_initramfs("guest-zfs" + ("-fault" if fault else "") + tag, kernel, mods, binary,
-                                extra=extra, roots=[os.path.join(p["ULAND"], "root")])
+                                extra=dict({"/bin/bchtool": env.bchtool}, **(extra or {})),
+                                roots=[os.path.join(p["ULAND"], "root")])
     else:
         kernel = env.kernel
         img = busybox_initramfs("guest-linux" + ("-fault" if fault else "") + tag, kernel,

@@ -75,10 +75,11 @@ def prepare(sel):
         E.fault_binary = build_binary(True)
     if any(s.testbin for s in scs):
         E.testbin = build_testbin()
+    # the guests' test helper (bcachefs subvolumes; xattrs, trees and FIEMAP on any filesystem)
+    E.bchtool = build_bchtool()
     if linux:
         E.kernel = default_kernel()
         log("kernel %s; fixtures %s (set %s)" % (E.kernel, FIXTURES, FIXTURE_SET))
-        E.bchtool = build_bchtool()
     if dracut:
         # The dracut initrd holds the initrd build (rollback, finish, check: what ephemeral-root-initrd
         # ships) when one is given; the guests' tools (diff, restore in the suites) use the full build.

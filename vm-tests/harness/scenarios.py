@@ -371,7 +371,7 @@ scenario("bcachefs-engine", BCACHEFS, sc_engine, {"ci"}, fault=True, suite="sing
 scenario("bcachefs2-engine", BCACHEFS2, sc_engine, {"ci"}, fault=True, suite="two")
 scenario("bcachefs5-engine", BCACHEFS5, sc_engine, {"ci"}, fault=True, suite="five", only="basic|devices|selftest")
 scenario("bcachefs-probe", BCACHEFS, sc_engine, fault=True, suite="probe")
-scenario("zfs-main", ZFS, sc_zfs, {"ci"}, fault=True, only="layout|freshbaseline|list|pin|audit|probe|skip|restore|guards|diff|diffmounted|blank|selftest")
+scenario("zfs-main", ZFS, sc_zfs, {"ci"}, fault=True, only="layout|freshbaseline|list|pin|audit|probe|skip|restore|guards|diff|diffmounted|blank|persist|selftest")
 scenario("zfs-crash-0", ZFS, sc_zfs, {"zfs-crash", "long"}, fault=True, only="crash", part="0/2")
 scenario("zfs-crash-1", ZFS, sc_zfs, {"zfs-crash", "long"}, fault=True, only="crash", part="1/2")
 scenario("zfs-powercut", ZFS, sc_powercut_light, {"ci"}, fault=True, cuts=cuts(4))

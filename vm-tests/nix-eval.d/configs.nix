@@ -91,9 +91,13 @@ in
       boot.ephemeralRoot.baseline = false; # finish --no-baseline
       # Metrics for node-exporter, into a directory whose name needs shell quoting.
       boot.ephemeralRoot.metrics = { enable = true; directory = "/var/lib/node exporter/text'files"; interval = "5min"; };
+      # No persistence module: plain bind mounts, a store named here, a critical key file.
+      boot.ephemeralRoot.store = "/persist";
+      boot.ephemeralRoot.critical = [ "/etc/zfs/keys/rpool.key" ];
     };
     luks-btrfs-emergency = {
       imports = [ base (btrfsLayout "/dev/mapper/cryptroot") ];
+      boot.ephemeralRoot.critical = [ "/boot/keyfile_nvme0n1p1" ];
       boot.initrd.luks.devices.cryptroot.device = "/dev/disk/by-uuid/11111111-2222-3333-4444-555555555555";
       boot.ephemeralRoot.failureAction = "emergency";
       boot.ephemeralRoot.persistentPaths = [ "/var/lib/postgresql" ];
@@ -229,12 +233,110 @@ in
       expect = "on ZFS, blank must be a snapshot (dataset@snapshot)";
       config = { imports = [ base zfsLayout ]; boot.ephemeralRoot.blank = "rpool/local/blank"; };
     };
+    store-on-root = {
+      expect = "boot.ephemeralRoot.store = \"/scratch\" is on the root filesystem, which every boot erases";
+      config = { imports = [ base (btrfsLayout "/dev/vda") ]; boot.ephemeralRoot.store = "/scratch"; };
+    };
+    store-relative = {
+      expect = "boot.ephemeralRoot.store = \"persist\" is not absolute";
+      config = { imports = [ base (btrfsLayout "/dev/vda") ]; boot.ephemeralRoot.store = "persist"; };
+    };
+    store-dot-dot = {
+      expect = "boot.ephemeralRoot.store = \"/persist/../etc\" has a \".\" or \"..\" component";
+      config = { imports = [ base (btrfsLayout "/dev/vda") ]; boot.ephemeralRoot.store = "/persist/../etc"; };
+    };
+    store-is-root = {
+      expect = "boot.ephemeralRoot.store = \"/\" is the root itself";
+      config = { imports = [ base (btrfsLayout "/dev/vda") ]; boot.ephemeralRoot.store = "/"; };
+    };
+    critical-not-absolute = {
+      expect = "boot.ephemeralRoot.critical: \"boot/keyfile\", \"/var/lib/my key\" must be absolute paths without whitespace";
+      config = { imports = [ base (btrfsLayout "/dev/vda") ]; boot.ephemeralRoot.critical = [ "/etc/ok" "boot/keyfile" "/var/lib/my key" ]; };
+    };
     persist-on-root = {
       expect = "the persistent storage location /persist (environment.persistence, home.persistence or preservation.preserveAt) is on the root";
       config = {
         imports = [ base seedPersistence ];
         fileSystems."/" = { device = "/dev/vda"; fsType = "btrfs"; options = [ "subvol=@root" ]; };
         fileSystems."/nix" = { device = "/dev/vda"; fsType = "btrfs"; options = [ "subvol=@nix" ]; };
+      };
+    };
+  };
+
+  # The persistence keys of the config file: `conf` = its store / persist_format / critical lines,
+  # in order; `warn` = a warning that must fire (else none of ours may).
+  store = {
+    # impermanence with two locations: no default store, a warning names both and the option.
+    impermanence-two-locations = {
+      conf = [ "persist_format = impermanence" ];
+      warn = "several persistent storage locations are declared (/persist, /persist/cache)";
+      config = {
+        imports = [ base (btrfsLayout "/dev/vda") seedPersistence ];
+        environment.persistence."/persist/cache".directories = [ "/var/cache/fwupd" ];
+      };
+    };
+    # ... and the option picks one: no warning.
+    impermanence-two-locations-store-set = {
+      conf = [ "store = /persist" "persist_format = impermanence" ];
+      config = {
+        imports = [ base (btrfsLayout "/dev/vda") seedPersistence ];
+        environment.persistence."/persist/cache".directories = [ "/var/cache/fwupd" ];
+        boot.ephemeralRoot.store = "/persist";
+      };
+    };
+    # One entry with its own persistentStoragePath is a second location too.
+    impermanence-entry-location = {
+      conf = [ "persist_format = impermanence" ];
+      warn = "several persistent storage locations are declared (/persist, /persist/big)";
+      config = {
+        imports = [ base (btrfsLayout "/dev/vda") seedPersistence ];
+        environment.persistence."/persist".directories = [ { directory = "/var/lib/docker"; persistentStoragePath = "/persist/big"; } ];
+      };
+    };
+    # A declared location without entries still counts (and is the store).
+    impermanence-empty-location = {
+      conf = [ "store = /state" "persist_format = impermanence" ];
+      config = {
+        imports = [ base (btrfsLayout "/dev/vda") persistenceModule ];
+        fileSystems."/state" = { device = "/dev/vda"; fsType = "btrfs"; options = [ "subvol=@state" ]; neededForBoot = true; };
+        environment.persistence."/state" = { };
+      };
+    };
+    # No persistence module: no store unless set, fstab lines; critical paths in order.
+    fstab-critical = {
+      conf = [ "store = /persist" "persist_format = fstab" "critical = /boot/keyfile_nvme0n1p1" "critical = /var/lib/sbctl/keys" ];
+      config = {
+        imports = [ base (btrfsLayout "/dev/vda") ];
+        boot.ephemeralRoot.store = "/persist";
+        boot.ephemeralRoot.critical = [ "/boot/keyfile_nvme0n1p1" "/var/lib/sbctl/keys" ];
+      };
+    };
+    fstab-no-store = {
+      conf = [ "persist_format = fstab" ];
+      config = { imports = [ base (btrfsLayout "/dev/vda") ]; };
+    };
+    # The format can be chosen whatever is imported.
+    format-override = {
+      conf = [ "store = /persist" "persist_format = fstab" ];
+      config = { imports = [ base (btrfsLayout "/dev/vda") seedPersistence ]; boot.ephemeralRoot.persistFormat = "fstab"; };
+    };
+  } // lib.optionalAttrs (preservation != null) {
+    # preservation with two locations.
+    preservation-two-locations = {
+      conf = [ "persist_format = preservation" ];
+      warn = "several persistent storage locations are declared (/persist, /persist/cache)";
+      config = {
+        imports = [ base (btrfsLayout "/dev/vda") preservationLayout ];
+        preservation.enable = true;
+        preservation.preserveAt."/persist/cache".directories = [ "/var/cache/fwupd" ];
+      };
+    };
+    # Both modules imported, only preservation used: preservation's lines.
+    preservation-and-empty-impermanence = {
+      conf = [ "store = /persist" "persist_format = preservation" ];
+      config = {
+        imports = [ base (btrfsLayout "/dev/vda") preservationLayout persistenceModule ];
+        preservation.enable = true;
       };
     };
   };

@@ -171,6 +171,10 @@ let
       zfsVersion = if c.boot.ephemeralRoot.fsType == "zfs" then c.boot.zfs.package.version else null;
       options = {
         inherit (c.boot.ephemeralRoot) fsType device root snapshots blank keep mode failureAction persistentPaths;
+        # (an older module has none of these: "(no option)")
+        store = c.boot.ephemeralRoot.store or "(no option)";
+        persistFormat = c.boot.ephemeralRoot.persistFormat or "(no option)";
+        critical = c.boot.ephemeralRoot.critical or "(no option)";
       };
     };
 
@@ -181,6 +185,17 @@ let
   describeWarn = _: w:
     let c = (evalConfig w.config).config;
     in { inherit (w) expect; failedAssertions = failedAssertions c; warnings = c.warnings; };
+
+  # Samples for the persistence keys of the config file (store, persist_format, critical).
+  describeStore = _: t:
+    let c = (evalConfig t.config).config;
+    in {
+      inherit (t) conf;
+      warn = t.warn or null;
+      failedAssertions = failedAssertions c;
+      warnings = c.warnings;
+      configText = c.boot.ephemeralRoot.configText;
+    };
 
   # The files the initrd holds for us, for vm-tests/nixos-rendered/<sample>: the same evaluation
   # with the fixed package above.
@@ -205,6 +220,7 @@ in
     good = lib.mapAttrs describeGood configs.good;
     bad = lib.mapAttrs describeBad configs.bad;
     warn = lib.mapAttrs describeWarn configs.warn;
+    store = lib.mapAttrs describeStore configs.store;
     nixpkgsVersion = lib.version;
     inherit shims;
     modules = {
