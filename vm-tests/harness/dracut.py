@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from . import checks
-from .core import GUEST, REPO, WORK, check, log, out, run, sha256_files
+from .core import GUEST_CMDLINE, GUEST, REPO, WORK, check, log, out, run, sha256_files
 from .qemu import launch
 
 BOOT_TIMEOUT = 150  # qemu CPU seconds for one boot under TCG (a normal boot takes ~12-27)
@@ -140,7 +140,7 @@ class Machine:
         # console log level again (sysctl kernel.printk in the overlay) so info lines from userspace show.
         # nowatchdog: on a busy host the vCPU thread can be descheduled for 20 s; the guest's soft-lockup
         # detector would then print "BUG: soft lockup" although nothing is wrong.
-        base = ["console=ttyS0", "oops=panic", "panic=-1", "nowatchdog", "printk.devkmsg=on", "quiet",
+        base = GUEST_CMDLINE.split() + ["printk.devkmsg=on", "quiet",
                 "systemd.show_status=1", "rd.udev.log_level=err", "rd.shell=0", "rd.emergency=poweroff",
                 "fsck.mode=skip", "rw", "init=/nix/init", "ertest.boot=%s" % boot]
         return " ".join(base + self.fs.dracut_cmdline(ndisks or len(self.disks)) + list(extra))

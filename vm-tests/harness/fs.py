@@ -10,7 +10,7 @@ import time
 import uuid
 
 from . import checks
-from .core import FIXTURES, FIXTURE_SET, GUEST, HERE, Skip, TestFailure, check, log, out, run
+from .core import GUEST_CMDLINE, FIXTURES, FIXTURE_SET, GUEST, HERE, Skip, TestFailure, check, log, out, run
 
 HOST_FS_LOCK = threading.Lock()
 
@@ -209,7 +209,7 @@ class Bcachefs(Filesystem):
 
     def setup(self, m):
         """The host cannot mount bcachefs: a setup boot (no systemd) makes @root, @persist and @nix."""
-        b = m.boot(label="setup", append="console=ttyS0 oops=panic panic=-1 nowatchdog loglevel=4 "
+        b = m.boot(label="setup", append=GUEST_CMDLINE + " loglevel=4 "
                                          "rdinit=/ertest/setup-bcachefs ertest.bcachefs=" + self.devs(len(m.disks)))
         mt = re.search(r"ERTEST setup ok top=(\S*)", b.text)
         top = set(filter(None, mt.group(1).split(","))) if mt else None

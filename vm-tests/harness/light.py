@@ -6,7 +6,7 @@ import re
 import shutil
 import subprocess
 
-from .core import WORK, check, out
+from .core import GUEST_CMDLINE, WORK, check, out
 from .host import Kernel, busybox_initramfs
 from .qemu import launch
 
@@ -71,7 +71,7 @@ class LightMachine:
         self.c.boots += 1
         logfile = os.path.join(self.logdir, "%03d-%s.log" % (self.boots, label))
         self.c.logs.append(logfile)
-        append = "console=ttyS0 oops=panic panic=-1 nowatchdog loglevel=4 " + " ".join(params)
+        append = GUEST_CMDLINE + " loglevel=4 " + " ".join(params)
         return launch(self.name, label, logfile, self.kernel.vmlinuz, self.initrd, append, self.disks,
                       mem=self.fs.mem, kill=kill, timeout=timeout)
 

@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import time
 
-from .core import CACHE, GUEST, HERE, WORK, check, log, out, run, sha256_files
+from .core import GUEST_CMDLINE, CACHE, GUEST, HERE, WORK, check, log, out, run, sha256_files
 from .dracut import Machine, check_after_rollback
 from .fs import Bcachefs, Btrfs
 
@@ -230,7 +230,7 @@ class NixosLuksBtrfs(NixosMixin, Btrfs):
 
     def setup(self, m):
         name, uuid = self.luks_uuid()
-        b = m.boot(label="setup", append="console=ttyS0 oops=panic panic=-1 nowatchdog loglevel=4 "
+        b = m.boot(label="setup", append=GUEST_CMDLINE + " loglevel=4 "
                                          "rdinit=/ertest/setup-luks-btrfs ertest.luks=%s:%s" % (name, uuid))
         mt = re.search(r"ERTEST setup ok top=(\S*)", b.text)
         top = set(filter(None, mt.group(1).split(","))) if mt else None
@@ -365,7 +365,7 @@ $B poweroff -f
 
 class NixosMachine(Machine):
     def cmdline(self, boot, extra, ndisks=None):
-        base = ["console=ttyS0", "oops=panic", "panic=-1", "nowatchdog", "printk.devkmsg=on", "quiet",
+        base = GUEST_CMDLINE.split() + ["printk.devkmsg=on", "quiet",
                 "systemd.show_status=1", "rd.udev.log_level=err", "fsck.mode=skip", "rw", "init=/nix/init",
                 "ertest.boot=%s" % boot]
         return " ".join(base + self.fs.dracut_cmdline(ndisks or len(self.disks)) + list(extra))

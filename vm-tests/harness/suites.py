@@ -6,7 +6,7 @@ import os
 import re
 
 from . import checks
-from .core import TestFailure, WORK
+from .core import GUEST_CMDLINE, TestFailure, WORK
 from .light import guest_image
 from .qemu import launch
 
@@ -75,7 +75,7 @@ def run_suite(c, fs, env, script, params, label="suite", min_json=1):
     c.logs.append(logfile)
     c.boots += 1
     b = launch(c.name, label, logfile, kernel.vmlinuz, initrd,
-               "console=ttyS0 oops=panic panic=-1 nowatchdog loglevel=4 ertest.script=%s %s %s" % (
+               GUEST_CMDLINE + " loglevel=4 ertest.script=%s %s %s" % (
                    script, " ".join(extra), " ".join(params)),
                disks, mem=1024 if fs.kind != "zfs" else fs.mem, timeout=SUITE_TIMEOUT)
     for dsk in disks:
@@ -158,7 +158,7 @@ def run_testbin(c, fs, env, test, scen="", loop=None, timeout=SUITE_TIMEOUT):
     c.logs.append(logfile)
     c.boots += 1
     b = launch(c.name, test, logfile, kernel.vmlinuz, initrd,
-               "console=ttyS0 oops=panic panic=-1 nowatchdog loglevel=4 ertest.script=crashsafety.sh " + " ".join(params),
+               GUEST_CMDLINE + " loglevel=4 ertest.script=crashsafety.sh " + " ".join(params),
                disks, mem=1024 if fs.kind != "zfs" else fs.mem, timeout=timeout)
     for dsk in disks:
         os.unlink(dsk)
