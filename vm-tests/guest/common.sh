@@ -45,3 +45,32 @@ keep_of() { while [ $# -gt 0 ]; do case "$1" in --keep) echo "--keep $2"; return
 is_dry() { for a in "$@"; do [ "$a" = --dry-run ] && return 0; done; return 1; }
 # blank_of ARGS...: the --blank option among a rollback's arguments (check --json must know the template)
 blank_of() { while [ $# -gt 0 ]; do case "$1" in --blank) echo "--blank $2"; return;; --blank=*) echo "$1"; return;; esac; shift; done; }
+
+# The suites' bench groups (guest/engine-tests.sh, guest/zfs-tests.sh): milliseconds since boot
+# (/proc/uptime), the median of numbers on stdin, a root of FILES small files in directories of 200
+# (half under var/lib, half under etc; prints the number of directories), and CHANGED changes to it
+# (half appends, half new files).
+bench_ms() { awk '{printf "%d", $1 * 1000}' /proc/uptime; }
+bench_med() { sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "-"}'; }
+bench_fill() { # bench_fill DIR FILES
+  local d=$1 n=$2 i=0 k=0 j sub
+  while [ $i -lt $n ]; do
+    if [ $((k % 2)) = 0 ]; then sub=var/lib/svc$k; else sub=etc/x$k; fi
+    mkdir -p "$d/$sub"; j=0
+    while [ $j -lt 200 ] && [ $i -lt $n ]; do
+      echo "file $i of the benchmark root, sixty-four bytes or so......." > "$d/$sub/f$j"; j=$((j + 1)); i=$((i + 1))
+    done
+    k=$((k + 1))
+  done
+  echo $k
+}
+bench_change() { # bench_change DIR DIRS CHANGED
+  local d=$1 nd=$2 c=$3 i=0 k sub
+  while [ $i -lt $c ]; do
+    if [ $((i % 2)) = 0 ]; then k=$(( (i / 2) % nd )); else k=$(( ((i / 2) * 4) % nd )); fi
+    if [ $((k % 2)) = 0 ]; then sub=var/lib/svc$k; else sub=etc/x$k; fi
+    if [ $((i % 2)) = 0 ]; then echo "appended after the baseline" >> "$d/$sub/f$(( (i / 2 / nd) % 200 ))"
+    else echo "new after the baseline" > "$d/$sub/new$i"; fi
+    i=$((i + 1))
+  done
+}

@@ -584,30 +584,7 @@ if want diffmounted; then diffmounted_group; fi
 # interleaved (the order rotates every round), warm ARC, zt.runs rounds (default 3), medians. Then the boot
 # path: `rollback` on this layout, zt.runs times (the root written each time; `finish` untimed after each).
 # Times from /proc/uptime (10 ms resolution); TIME lines go to the harness's notes (harness/suites.py).
-bench_ms() { awk '{printf "%d", $1 * 1000}' /proc/uptime; }
-bench_med() { sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "-"}'; }
-bench_fill() { # bench_fill DIR FILES
-  local d=$1 n=$2 i=0 k=0 j sub
-  while [ $i -lt $n ]; do
-    if [ $((k % 2)) = 0 ]; then sub=var/lib/svc$k; else sub=etc/x$k; fi
-    mkdir -p "$d/$sub"; j=0
-    while [ $j -lt 200 ] && [ $i -lt $n ]; do
-      echo "file $i of the benchmark root, sixty-four bytes or so......." > "$d/$sub/f$j"; j=$((j + 1)); i=$((i + 1))
-    done
-    k=$((k + 1))
-  done
-  echo $k
-}
-bench_change() { # bench_change DIR DIRS CHANGED
-  local d=$1 nd=$2 c=$3 i=0 k sub
-  while [ $i -lt $c ]; do
-    if [ $((i % 2)) = 0 ]; then k=$(( (i / 2) % nd )); else k=$(( ((i / 2) * 4) % nd )); fi
-    if [ $((k % 2)) = 0 ]; then sub=var/lib/svc$k; else sub=etc/x$k; fi
-    if [ $((i % 2)) = 0 ]; then echo "appended after the baseline" >> "$d/$sub/f$(( (i / 2 / nd) % 200 ))"
-    else echo "new after the baseline" > "$d/$sub/new$i"; fi
-    i=$((i + 1))
-  done
-}
+# bench_ms, bench_med, bench_fill, bench_change: guest/common.sh (shared with the bcachefs suite)
 bench_group() {
   local files changed runs nd t0 r v i order
   files=$(arg zt.files); [ -n "$files" ] || files=20000
