@@ -118,6 +118,15 @@ mod tests {
             &mut line,
         )
         .unwrap();
+        // "ready" is printed before `exec sleep`: wait until the exec has happened (the name the
+        // scan reports is the process's current one).
+        let comm = format!("/proc/{}/comm", child.id());
+        for _ in 0..500 {
+            if std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let id = |p: &std::path::Path| {
             let m = std::fs::metadata(p).unwrap();
             (m.dev(), m.ino())
