@@ -96,14 +96,12 @@ fn ambiguous_labels_and_uuids_are_refused_naming_every_device() {
     );
 }
 
-#[test]
-fn members_of_one_multi_device_filesystem_are_not_ambiguous() {
-    if !require_root("members_of_one_multi_device_filesystem_are_not_ambiguous") {
-        return;
-    }
-    let label = format!("ermulti{}", std::process::id());
-    let mut b = LoopFs::with_mkfs("multi-b", "");
-    let mut a = LoopFs::with_mkfs("multi-a", "");
+/// One btrfs filesystem on two loop devices (raid1, labelled `er<tag><pid>`), with `@root`,
+/// unmounted; returns its members and label.
+fn two_device_btrfs(tag: &str) -> (LoopFs, LoopFs, String) {
+    let label = format!("er{tag}{}", std::process::id());
+    let mut b = LoopFs::with_mkfs(&format!("{tag}-b"), "");
+    let mut a = LoopFs::with_mkfs(&format!("{tag}-a"), "");
     sh(&format!(
         "mkfs.btrfs -q -f -L {label} -d raid1 -m raid1 {} {}",
         a.dev, b.dev
@@ -112,6 +110,15 @@ fn members_of_one_multi_device_filesystem_are_not_ambiguous() {
     a.subvol("@root");
     a.umount();
     b.umount();
+    (a, b, label)
+}
+
+#[test]
+fn members_of_one_multi_device_filesystem_are_not_ambiguous() {
+    if !require_root("members_of_one_multi_device_filesystem_are_not_ambiguous") {
+        return;
+    }
+    let (a, _b, label) = two_device_btrfs("multi");
     for spec in [
         format!("LABEL={label}"),
         format!("UUID={}", uuid_of(&a.dev)),
@@ -134,18 +141,8 @@ fn colon_lists_of_members_are_one_filesystem() {
     if !require_root("colon_lists_of_members_are_one_filesystem") {
         return;
     }
-    let label = format!("ercolon{}", std::process::id());
-    let mut b = LoopFs::with_mkfs("colon-b", "");
-    let mut a = LoopFs::with_mkfs("colon-a", "");
+    let (mut a, b, label) = two_device_btrfs("colon");
     let mut c = LoopFs::with_mkfs("colon-c", "");
-    sh(&format!(
-        "mkfs.btrfs -q -f -L {label} -d raid1 -m raid1 {} {}",
-        a.dev, b.dev
-    ));
-    sh(&format!("btrfs device scan {} {}", a.dev, b.dev));
-    a.subvol("@root");
-    a.umount();
-    b.umount();
     c.umount();
     for spec in [
         format!("{}:{}", a.dev, b.dev),

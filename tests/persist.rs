@@ -20,14 +20,7 @@ fn out(o: &Output) -> String {
 }
 
 fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed ({:?}):\nstdout: {}\nstderr: {}",
-        o.status,
-        out(&o),
-        stderr(&o)
-    );
-    out(&o)
+    succeeded(what, &o)
 }
 
 /// The whole stdout of `persist` is Nix: comments, then an attribute set.

@@ -300,14 +300,7 @@ impl LoopFs {
     /// Run and require success; returns stdout.
     pub fn ok(&mut self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "ephemeral-root {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        succeeded(format_args!("ephemeral-root {args:?}"), &o)
     }
 
     /// One boot as the machine does it: `rollback` (ARGS, in the initrd), then `finish` (after
@@ -315,16 +308,7 @@ impl LoopFs {
     pub fn boot(&mut self, args: &[&str]) -> String {
         assert_eq!(args.first(), Some(&"rollback"), "boot() runs rollback");
         let out = self.ok(args);
-        let mut f = vec!["finish", "--no-baseline"];
-        let mut it = args[1..].iter();
-        while let Some(a) = it.next() {
-            if *a == "--kernel-cmdline" {
-                it.next();
-                continue;
-            }
-            f.push(a);
-        }
-        self.ok(&f);
+        self.ok(&testfs::finish_args(args));
         out
     }
 
@@ -369,6 +353,19 @@ impl Drop for LoopFs {
 /// stderr of an Output as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Require that a command succeeded (the message names WHAT, its status, stdout and stderr);
+/// returns its stdout.
+pub fn succeeded(what: impl std::fmt::Display, o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed ({:?}):\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// A root like a small NixOS machine after a day: files, a nested subvolume with a nested child.

@@ -43,14 +43,7 @@ pub trait TestFs {
     /// Run and require success; returns stdout.
     fn ok(&mut self, args: &[&str]) -> String {
         let o = self.run_env(args, &[]);
-        assert!(
-            o.status.success(),
-            "ephemeral-root {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        super::succeeded(format_args!("ephemeral-root {args:?}"), &o)
     }
 
     /// One boot: `rollback` (ARGS), then `finish` with the same settings.
@@ -68,15 +61,9 @@ pub trait TestFs {
         let mut out = String::new();
         for (k, a) in runs.iter().enumerate() {
             let o = self.run_env(a, env);
-            assert!(
-                o.status.success(),
-                "ephemeral-root {a:?} failed ({:?}):\nstdout: {}\nstderr: {}",
-                o.status,
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
+            let stdout = super::succeeded(format_args!("ephemeral-root {a:?}"), &o);
             if k == 0 {
-                out = String::from_utf8_lossy(&o.stdout).into_owned();
+                out = stdout;
             }
         }
         out
