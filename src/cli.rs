@@ -50,6 +50,9 @@ pub struct Cli {
     pub prometheus: bool,
     pub force: bool,
     pub no_baseline: bool,
+    /// diff: how the current root is compared with its baseline (`--compare`).
+    #[cfg(feature = "tools")]
+    pub compare: crate::diff::Compare,
     pub to: Option<PathBuf>,
     /// restore: replace a destination of another kind (file/directory/symlink) with --force.
     pub replace_type: bool,
@@ -127,6 +130,8 @@ options:
   --kernel-cmdline STR  use STR instead of /proc/cmdline
   --lock-wait SECONDS   wait this long for another ephemeral-root changing the same
                         filesystem (default 120; 0 refuses at once)
+  --compare HOW         diff with a baseline: auto (default: btrfs generations, else change
+                        times when the clock was not set since the baseline), ctime, full
   --dry-run  --json  --nix  --prometheus  --force  --to DEST  --no-baseline
   -v, --verbose  -q, --quiet  -h, --help  -V, --version
 "
@@ -221,6 +226,19 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                     } = Some(v);
                 }
             }
+            #[cfg(feature = "tools")]
+            Long("compare") => {
+                let v = p.value().map_err(lexopt_err)?;
+                cli.compare = v
+                    .to_str()
+                    .and_then(crate::diff::Compare::parse)
+                    .ok_or_else(|| {
+                        usage_err(format!(
+                            "--compare \"{}\": want auto, ctime or full",
+                            escape::cut(v.as_bytes())
+                        ))
+                    })?;
+            }
             Long("replace-type") => cli.replace_type = true,
             Long("keep-privileges") => cli.keep_privileges = true,
             Long("to") => cli.to = Some(PathBuf::from(p.value().map_err(lexopt_err)?)),
@@ -258,6 +276,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
                     "keep-privileges",
                     "lock-wait",
                     "no-baseline",
+                    "compare",
                     "boot",
                     "since",
                     "verbose",

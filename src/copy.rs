@@ -471,12 +471,7 @@ pub struct Creator {
 }
 
 fn boot8() -> Option<String> {
-    let b = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let h: String = b
-        .chars()
-        .filter(|c| c.is_ascii_hexdigit())
-        .take(8)
-        .collect();
+    let h: String = crate::clock::boot_id().chars().take(8).collect();
     (h.len() == 8).then_some(h)
 }
 

@@ -272,10 +272,13 @@ fn gc(cli: &Cli, s: &Settings, now: i64) -> Result<()> {
 /// Take the baseline and make it durable, and remember (in /run, so for this boot) that it was.
 fn take_baseline(b: &mut dyn Backend) -> Result<()> {
     b.create_snapshots_location()?;
+    // Read before the snapshot begins: every change after the snapshot has a later change time
+    // (what `diff` relies on to skip entries unchanged since then).
+    let at = crate::clock::reading();
     b.take_baseline()?;
     fault::point(fault::Point::BaselineDone);
     b.sync()?;
-    crate::lastrun::mark_baseline_taken();
+    crate::lastrun::mark_baseline_taken(&at);
     Ok(())
 }
 

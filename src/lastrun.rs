@@ -18,12 +18,51 @@ pub fn baseline_taken_this_boot() -> bool {
     std::path::Path::new(&baseline_marker()).exists()
 }
 
-pub fn mark_baseline_taken() {
+/// Remember that the baseline was taken, and the clocks read just before it was begun (`at`):
+/// `diff` trusts a change time earlier than that only while the record is of this boot and the
+/// wall clock was not stepped since (src/diff/mod.rs, `since_baseline`).
+pub fn mark_baseline_taken(at: &crate::clock::Reading) {
     let res = std::fs::create_dir_all(state_dir())
-        .and_then(|_| std::fs::write(baseline_marker(), b"1\n"));
+        .and_then(|_| std::fs::write(baseline_marker(), baseline_record(at)));
     if let Err(e) = res {
         log::warn!("could not write {}: {e}", baseline_marker());
     }
+}
+
+fn baseline_record(at: &crate::clock::Reading) -> String {
+    format!(
+        "taken realtime-ns={} boottime-ns={} boot-id={}\n",
+        at.real_ns, at.boot_ns, at.boot_id
+    )
+}
+
+/// The clocks recorded by [`mark_baseline_taken`] (`None`: no record, or one this version cannot
+/// read, e.g. an older one without clocks).
+#[cfg(feature = "tools")]
+pub fn baseline_clock() -> Option<crate::clock::Reading> {
+    parse_baseline_record(&std::fs::read_to_string(baseline_marker()).ok()?)
+}
+
+#[cfg(any(feature = "tools", test))]
+fn parse_baseline_record(text: &str) -> Option<crate::clock::Reading> {
+    let mut words = text.split_whitespace();
+    if words.next()? != "taken" {
+        return None;
+    }
+    let (mut real, mut boot, mut id) = (None, None, None);
+    for w in words {
+        match w.split_once('=')? {
+            ("realtime-ns", v) => real = v.parse().ok(),
+            ("boottime-ns", v) => boot = v.parse().ok(),
+            ("boot-id", v) => id = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    Some(crate::clock::Reading {
+        real_ns: real?,
+        boot_ns: boot?,
+        boot_id: id.filter(|i| !i.is_empty())?,
+    })
 }
 
 pub fn path() -> String {
@@ -148,6 +187,26 @@ pub fn read() -> Option<LastRollback> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn baseline_record_round_trip_and_rejects() {
+        let r = crate::clock::Reading {
+            real_ns: 1_764_000_000_123_456_789,
+            boot_ns: 42_000_000_001,
+            boot_id: "0f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
+        };
+        assert_eq!(parse_baseline_record(&baseline_record(&r)), Some(r));
+        for bad in [
+            "1\n",
+            "",
+            "taken realtime-ns=1 boottime-ns=2\n",
+            "taken realtime-ns=x boottime-ns=2 boot-id=ab\n",
+            "taken realtime-ns=1 boottime-ns=2 boot-id=\n",
+            "taken realtime-ns=1 boottime-ns boot-id=ab\n",
+        ] {
+            assert_eq!(parse_baseline_record(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn round_trip() {

@@ -65,7 +65,7 @@ fn gather(s: &Settings) -> Result<Status> {
         }
         st.old_roots_exclusive = total;
         if state.root.is_some() {
-            let rep = crate::diff::collect_current(b.as_mut(), s)?;
+            let rep = crate::diff::collect_current(b.as_mut(), s, crate::diff::Compare::Auto)?;
             st.unpersisted = Some((rep.files(), rep.bytes()));
             st.unpersisted_incomplete = Some(rep.incomplete_count());
             st.persistence = crate::persisted::gather(b.as_mut(), s);

@@ -454,6 +454,27 @@ fn mnt_id(st: &Statx) -> Option<u64> {
     (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id)
 }
 
+/// `lstat` of `name` (one component) in `dir`, not following a symlink or triggering an
+/// automount: `Ok(None)` if it does not exist.
+pub fn meta_at(dir: impl AsFd, name: &[u8]) -> Result<Option<Meta>, Errno> {
+    match statx_at(dir.as_fd(), name) {
+        Ok(st) => Ok(Some(Meta::from_statx(&st))),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `lstat` of `dir` itself.
+pub fn meta_of(dir: impl AsFd) -> Result<Meta, Errno> {
+    Ok(Meta::from_statx(&statx_fd(dir.as_fd())?))
+}
+
+/// [`open_dir`], but a directory that is a mount point is entered (for trees of our own
+/// private mounts, e.g. a ZFS baseline with its child datasets mounted over their directories).
+pub fn open_dir_crossing(dir: impl AsFd, name: &[u8]) -> Result<OwnedFd, Errno> {
+    open_dir_x(dir.as_fd(), name, true)
+}
+
 /// `lstat` of relative path `rel` below `dir` (parents opened as by [`open_dir_beneath`]; `.` is
 /// `dir` itself): `Ok(None)` if it does not exist (any more).
 pub fn meta_beneath(dir: impl AsFd, rel: &[u8]) -> Result<Option<Meta>, Errno> {

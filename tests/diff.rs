@@ -623,16 +623,14 @@ fn deep_chains_under_the_usual_fd_limit() {
     );
 }
 
-/// The generation search (btrfs, with a baseline) on each kind of change: content, mode (file
-/// and directory), rename in place, move into a new directory, a new hard link, a moved
-/// directory (listed with everything below it), an atime-only read, a new empty directory. Each
-/// case sits in its own /var/lib/<name> group, so `diff -v` names every file.
-#[test]
-fn baseline_diff_follows_each_kind_of_change() {
-    if !require_root("baseline_diff_follows_each_kind_of_change") {
-        return;
-    }
-    let mut fs = new_fs("diff-kinds");
+/// Each kind of change after a baseline: content, mode (file and directory), rename in place,
+/// move into a new directory, a new hard link, a moved directory (listed with everything below
+/// it), an atime-only read, a new empty directory. Each case sits in its own /var/lib/<name>
+/// group, so `diff -v` names every file. `settle`: wait this long after writing the tree before
+/// the baseline (so the ctime comparison can trust the untouched entries). Returns the file system
+/// with the changes made and the baseline taken.
+fn each_kind_of_change(tag: &str, settle: std::time::Duration) -> LoopFs {
+    let mut fs = new_fs(tag);
     for p in [
         "content/f",
         "mode/f",
@@ -645,6 +643,7 @@ fn baseline_diff_follows_each_kind_of_change() {
     ] {
         fs.write(&format!("@root/var/lib/{p}"), "old");
     }
+    std::thread::sleep(settle);
     fs.ok(&["baseline"]);
     fs.mount();
     let r = fs.p("@root/var/lib");
@@ -677,38 +676,141 @@ fn baseline_diff_follows_each_kind_of_change() {
     );
     std::fs::create_dir(r.join("empty-new")).unwrap();
     fs.umount();
-    let json = fs.ok(&["diff", "--json"]);
-    assert!(json.contains("by btrfs generation"), "{json}");
-    let out = fs.ok(&["diff", "-v"]);
+    fs
+}
+
+/// `diff -v` output of [`each_kind_of_change`]: every change listed, nothing else (a walk also
+/// lists /var/lib/out, emptied since the baseline: an empty directory that changed). `Err`: what
+/// is wrong.
+fn lists_each_kind_of_change(out: &str, walk: bool) -> Result<(), String> {
     for want in [
-        "/var/lib/content/f",
-        "/var/lib/mode/f",
-        "/var/lib/ren/to",
-        "/var/lib/fresh/moved-in",
-        "/var/lib/moved/tree/sub/deep/f",
+        "/var/lib/content/f (",
+        "/var/lib/mode/f (",
+        "/var/lib/ren/to (",
+        "/var/lib/fresh/moved-in (",
+        "/var/lib/moved/tree/sub/deep/f (",
+        "/var/lib/empty-new/ ",
     ] {
-        assert!(out.contains(&format!("{want} (")), "{want} missing:\n{out}");
+        if !out.lines().any(|l| l.contains(want)) {
+            return Err(format!("{want} missing:\n{out}"));
+        }
     }
     // The hard link: the inode is listed under one of its names.
-    assert!(
-        out.contains("/var/lib/link/f (") || out.contains("/var/lib/linkdir/f2 ("),
-        "{out}"
-    );
-    line_of(&out, "/var/lib/empty-new");
+    if !(out.contains("/var/lib/link/f (") || out.contains("/var/lib/linkdir/f2 (")) {
+        return Err(format!("the hard link is missing:\n{out}"));
+    }
     // Unchanged, read only, or only a directory's mode: not listed.
-    for not in [
+    let mut nots = vec![
         "/var/lib/read",
         "/var/lib/ren/from",
         "/var/lib/tree",
-        "/var/lib/out",
         "/var/lib/still",
-    ] {
-        assert!(
-            !out.lines()
-                .any(|l| l.contains(&format!("{not}/")) || l.contains(&format!("{not} "))),
-            "{not} listed:\n{out}"
-        );
+    ];
+    if !walk {
+        nots.push("/var/lib/out");
     }
+    for not in nots {
+        if out
+            .lines()
+            .any(|l| l.contains(&format!("{not}/")) || l.contains(&format!("{not} ")))
+        {
+            return Err(format!("{not} listed:\n{out}"));
+        }
+    }
+    Ok(())
+}
+
+/// The generation search (btrfs, with a baseline) on each kind of change.
+#[test]
+fn baseline_diff_follows_each_kind_of_change() {
+    if !require_root("baseline_diff_follows_each_kind_of_change") {
+        return;
+    }
+    let mut fs = each_kind_of_change("diff-kinds", std::time::Duration::ZERO);
+    let json = fs.ok(&["diff", "--json"]);
+    assert!(json.contains("by btrfs generation"), "{json}");
+    let out = fs.ok(&["diff", "-v"]);
+    lists_each_kind_of_change(&out, false).unwrap();
+}
+
+/// The walk that bcachefs and ZFS use (`--compare ctime`, and `--compare full`), on btrfs (its
+/// snapshots keep inode numbers and times as theirs do): each kind of change found, and with
+/// ctime, the untouched entries not looked up in the baseline. Then the record of the baseline's
+/// clock planted wrong: an hour later with both clocks moved (so nothing shows a step), the walk
+/// trusts change times it must not and misses changes (the check above sees it); with only the
+/// wall clock moved (the clock was set), every entry is compared and nothing is missed.
+#[test]
+fn walk_diff_with_a_baseline_follows_each_kind_of_change() {
+    if !require_root("walk_diff_with_a_baseline_follows_each_kind_of_change") {
+        return;
+    }
+    let mut fs = each_kind_of_change("diff-kinds-walk", std::time::Duration::from_millis(1200));
+    let json = fs.ok(&["diff", "--json", "--compare", "ctime"]);
+    let method = json_str(&json, "method");
+    assert!(
+        method.starts_with("walk, compared with the baseline; entries older than the baseline trusted by their change time"),
+        "{method}"
+    );
+    // "N of M looked up": fewer than all (the untouched entries are skipped)
+    let nums: Vec<u64> = method
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(nums.len() == 2 && nums[0] < nums[1], "{method}");
+    lists_each_kind_of_change(&fs.ok(&["diff", "-v", "--compare", "ctime"]), true).unwrap();
+    let json = fs.ok(&["diff", "--json", "--compare", "full"]);
+    assert!(
+        json_str(&json, "method").ends_with("every entry looked up (--compare full)"),
+        "{json}"
+    );
+    lists_each_kind_of_change(&fs.ok(&["diff", "-v", "--compare", "full"]), true).unwrap();
+
+    // Planted: the record claims the baseline was taken an hour later than it was.
+    let rec_path = fs.dir.join("state/baseline-taken");
+    let rec = std::fs::read_to_string(&rec_path).unwrap();
+    let shift = |rec: &str, keys: &[&str]| -> String {
+        rec.split_whitespace()
+            .map(|w| match w.split_once('=') {
+                Some((k, v)) if keys.contains(&k) => {
+                    format!("{k}={}", v.parse::<i128>().unwrap() + 3_600_000_000_000)
+                }
+                _ => w.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    std::fs::write(&rec_path, shift(&rec, &["realtime-ns", "boottime-ns"])).unwrap();
+    let out = fs.ok(&["diff", "-v", "--compare", "ctime"]);
+    let err = lists_each_kind_of_change(&out, true)
+        .expect_err("a wrong record must make changes disappear");
+    assert!(err.contains("missing"), "{err}");
+    // The same record with only the wall clock an hour ahead: a clock step, everything compared.
+    std::fs::write(&rec_path, shift(&rec, &["realtime-ns"])).unwrap();
+    let json = fs.ok(&["diff", "--json", "--compare", "ctime"]);
+    assert!(
+        json_str(&json, "method")
+            .contains("every entry looked up: the wall clock was set by 3600.0 s"),
+        "{json}"
+    );
+    lists_each_kind_of_change(&fs.ok(&["diff", "-v", "--compare", "ctime"]), true).unwrap();
+    // No record (a baseline taken by an older version): everything compared.
+    std::fs::remove_file(&rec_path).unwrap();
+    let json = fs.ok(&["diff", "--json", "--compare", "ctime"]);
+    assert!(
+        json_str(&json, "method").contains("every entry looked up: no record"),
+        "{json}"
+    );
+    lists_each_kind_of_change(&fs.ok(&["diff", "-v", "--compare", "ctime"]), true).unwrap();
+}
+
+/// The string value of `"key":"…"` in `json` (no escapes in the values looked at here).
+fn json_str(json: &str, key: &str) -> String {
+    let pat = format!("\"{key}\":\"");
+    let i = json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + pat.len();
+    json[i..].split('"').next().unwrap_or_default().to_string()
 }
 
 /// Issue 10 item 5: names are bytes. A non-UTF-8 name, a name with a newline and one with a

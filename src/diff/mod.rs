@@ -16,6 +16,7 @@
 //!   level, so bind-mounted persisted paths and other mounts are not seen;
 //! - a tmpfs root (`/` is tmpfs in mountinfo): a walk of `/` that does not cross mounts.
 
+pub mod baseline;
 pub mod classify;
 pub mod noise;
 pub mod output;
@@ -28,6 +29,7 @@ use crate::error::{Context, Error, Result};
 use crate::escape;
 use crate::mounts;
 use crate::walk::{Entry, Event, Kind, Meta, Options, Problem, Walker};
+pub use baseline::Compare;
 use noise::Rule;
 use output::{GroupStat, Hidden, Report};
 use rustix::fd::{AsFd, OwnedFd};
@@ -254,12 +256,16 @@ pub(crate) fn add_changed(t: &mut Tally, dir: &OwnedFd, rel: &[u8], path: &mut V
 }
 
 /// The current root (through the backend) as a report.
-pub fn collect_current(b: &mut dyn Backend, s: &Settings) -> Result<Report> {
+pub fn collect_current(b: &mut dyn Backend, s: &Settings, compare: Compare) -> Result<Report> {
     let root = b.root_path()?;
     let dir = open_root_dir(&root)?;
     let mut t = Tally::new(context_for(s, &dir));
     let source = format!("root {}", s.root);
-    if let Some(changed) = b.changed_since_baseline()? {
+    let search = match compare {
+        Compare::Auto => b.changed_since_baseline()?,
+        Compare::Ctime | Compare::Full => None,
+    };
+    if let Some(changed) = search {
         let mut p = Progress::new("reading changed entries");
         let mut path = Vec::new();
         for rel in changed.paths {
@@ -278,35 +284,36 @@ pub fn collect_current(b: &mut dyn Backend, s: &Settings) -> Result<Report> {
     }
     if let Some(base) = b.baseline_path()? {
         let bdir = open_root_dir(&base)?;
-        let mut old: HashMap<Vec<u8>, Meta> = HashMap::new();
-        let mut p = Progress::new("reading the baseline");
-        walk_each(&mut t, &bdir, b"", Mounts::Ours, &mut p, &mut |_, e| {
-            old.insert(e.path.to_vec(), e.meta);
-        })?;
+        let mut nested = Vec::new();
         for (rel, np) in b.baseline_nested()? {
-            let nd = open_root_dir(&np)?;
             let prefix = [b"/".as_slice(), rel.as_bytes()].concat();
-            walk_each(&mut t, &nd, &prefix, Mounts::Ours, &mut p, &mut |_, e| {
-                old.insert(e.path.to_vec(), e.meta);
-            })?;
+            nested.push((prefix, open_root_dir(&np)?));
         }
-        p.done();
-        let mut p = Progress::new("comparing with the baseline");
-        let mut unchanged: Vec<u64> = Vec::new();
-        walk_each(&mut t, &dir, b"", Mounts::Ours, &mut p, &mut |t, e| {
-            if old.get(e.path).is_some_and(|m| same(m, &e.meta)) {
-                if e.meta.kind != Kind::Dir || e.empty_dir {
-                    unchanged.push(e.meta.size);
+        let (before, how) = match compare {
+            Compare::Full => (None, "every entry looked up (--compare full)".to_string()),
+            _ => match baseline::trusted_before(
+                crate::lastrun::baseline_clock().as_ref(),
+                &crate::clock::reading(),
+            ) {
+                Ok(b) => (Some(b), String::new()),
+                Err(why) => {
+                    log::info!("comparing every entry with the baseline: {why}");
+                    (None, format!("every entry looked up: {why}"))
                 }
-            } else {
-                t.add(e);
-            }
-        })?;
+            },
+        };
+        let mut p = Progress::new("comparing with the baseline");
+        let n = baseline::compare(&mut t, &dir, bdir, nested, before, &mut p)?;
         p.done();
-        for size in unchanged {
-            t.hide(Rule::Unchanged, size);
-        }
-        return Ok(t.finish(source, "walk, compared with the baseline".into()));
+        let how = if before.is_some() {
+            format!(
+                "entries older than the baseline trusted by their change time, {} of {} looked up",
+                n.looked_up, n.entries
+            )
+        } else {
+            how
+        };
+        return Ok(t.finish(source, format!("walk, compared with the baseline; {how}")));
     }
     walk_into(&mut t, &dir, b"", Mounts::Ours, "scanning the root")?;
     Ok(t.finish(source, "walk; no baseline".into()))
@@ -365,6 +372,7 @@ fn collect_tmpfs(s: &Settings) -> Result<Report> {
 pub fn collect_all(
     s: &Settings,
     old: Option<&str>,
+    compare: Compare,
 ) -> Result<(Report, Option<crate::persisted::Findings>)> {
     if old.is_none() && root_is_tmpfs(&mounts::read_mountinfo()?) {
         return Ok((collect_tmpfs(s)?, None));
@@ -372,16 +380,15 @@ pub fn collect_all(
     let (mut b, st) = crate::protocol::open(s, crate::clock::now())?;
     let r = match old {
         Some(n) => collect_old(b.as_mut(), &st, s, n).map(|r| (r, None)),
-        None => {
-            collect_current(b.as_mut(), s).map(|r| (r, crate::persisted::gather(b.as_mut(), s)))
-        }
+        None => collect_current(b.as_mut(), s, compare)
+            .map(|r| (r, crate::persisted::gather(b.as_mut(), s))),
     };
     b.close()?;
     r
 }
 
 pub fn run(cli: &Cli, s: &Settings, old: Option<&str>) -> Result<()> {
-    let (r, found) = collect_all(s, old)?;
+    let (r, found) = collect_all(s, old, cli.compare)?;
     let text = if cli.json {
         let mut f = output::json_fields(&r);
         if let Some(p) = &found {

@@ -375,6 +375,8 @@ if want diff; then
   w @root/var/lib/oldsvc/state.db "before the baseline"
   w @root/var/cache/oldsvc/blob "cache"
   sv @root/srv/data; w @root/srv/data/static "s"
+  # older than the baseline by more than diff's margin (1 s): diff trusts their change times
+  sleep 1.2
   if ER baseline && log_has "baseline taken"; then pass diff-baseline-taken; else fail diff-baseline-taken "$(tail -3 $OUT)"; fi
   isro "@snapshots/.baseline.nested/$(nest srv/data)" && pass diff-baseline-keeps-nested || fail diff-baseline-keeps-nested "$(ls -a $B/$T/@snapshots $B/$T/@snapshots/.baseline.nested 2>&1 | tr '\n' ' ')"
   w @root/srv/data/new "n"
@@ -383,12 +385,17 @@ if want diff; then
   w @root/root/.bash_history "ls -l"
   ln -s /etc/static/hosts $B/$T/@root/etc/hosts
   if ER diff --json --persist /var/lib/kept; then
-    grep -q '"method":"walk, compared with the baseline"' $OUT && pass diff-uses-baseline || fail diff-uses-baseline "$(head -c 300 $OUT)"
+    grep -q '"method":"walk, compared with the baseline; entries older than the baseline trusted by their change time' $OUT && pass diff-uses-baseline || fail diff-uses-baseline "$(head -c 300 $OUT)"
     grep -q '"path":"/var/lib/newsvc"' $OUT && grep -q '"path":"/root/.bash_history"' $OUT && pass diff-shows-new-state || fail diff-shows-new-state "$(head -c 600 $OUT)"
     grep -qE '"path":"/(var/lib/oldsvc|etc/hosts)"' $OUT && fail diff-hides-unchanged-and-noise "oldsvc or /etc/hosts listed" || pass diff-hides-unchanged-and-noise
     grep -q '"path":"/srv/data/new"' $OUT && ! grep -q '"path":"/srv/data/static"' $OUT && pass diff-baseline-nested-compared || fail diff-baseline-nested-compared "$(head -c 800 $OUT)"
     grep -q '"rule":"unchanged-since-baseline","description":"[^"]*","entries":4' $OUT && pass diff-counts-unchanged || fail diff-counts-unchanged "$(grep -o '"hidden".*' $OUT | head -c 400)"
   else fail diff-runs "$(tail -3 $OUT)"; fi
+  # the change-time walk lists exactly what looking every entry up lists
+  ER diff -v --persist /var/lib/kept; grep -v 'walk, compared with the baseline' $OUT > /tmp/d.ctime
+  ER diff -v --persist /var/lib/kept --compare full; grep -v 'walk, compared with the baseline' $OUT > /tmp/d.full
+  grep -q "every entry looked up (--compare full)" $OUT && [ -s /tmp/d.ctime ] && cmp -s /tmp/d.ctime /tmp/d.full \
+    && pass diff-ctime-equals-full || fail diff-ctime-equals-full "$(diff /tmp/d.ctime /tmp/d.full | head -c 600)"
   if ER diff --nix && grep -q 'environment.persistence."/persist"' $OUT && grep -q '"/var/lib/newsvc"' $OUT; then pass diff-nix-block
   else fail diff-nix-block "$(head -c 400 $OUT)"; fi
   ER baseline && ER diff --json && ! grep -q '"path":"/var/lib/newsvc"' $OUT && ! ex @snapshots/.incomplete.baseline \
@@ -555,11 +562,12 @@ bench_group() {
   sleep 1; bench_change "$R" "$nd" "$changed"; sync
   : > /tmp/bt
   for r in $(seq 0 "$runs"); do
-    case $((r % 2)) in 0) order="ours find" ;; *) order="find ours" ;; esac
+    case $((r % 3)) in 0) order="ours find full" ;; 1) order="find full ours" ;; *) order="full ours find" ;; esac
     for v in $order; do
       t0=$(bench_ms)
       case $v in
         ours) ephemeral-root --device "$DEV" --root "$T/@root" --snapshots "$T/@snapshots" diff --json >/tmp/b.ours 2>/tmp/b.err ;;
+        full) ephemeral-root --device "$DEV" --root "$T/@root" --snapshots "$T/@snapshots" diff --json --compare full >/tmp/b.full 2>/tmp/b.err ;;
         find) find "$R" -newer /tmp/bstamp >/tmp/b.find 2>/tmp/b.err ;;
       esac
       i=$?; t1=$(bench_ms)
@@ -569,10 +577,15 @@ bench_group() {
   done
   local so sf mo mf
   so=$(grep -o '"files":[0-9]*' /tmp/b.ours | head -n 1 | cut -d: -f2); sf=$(grep -c . /tmp/b.find)
-  grep -q '"method":"walk, compared with the baseline"' /tmp/b.ours && [ "${so:-0}" -ge "$changed" ] \
+  grep -q '"method":"walk, compared with the baseline; entries older' /tmp/b.ours && [ "${so:-0}" -ge "$changed" ] \
     && pass bench-diff-finds-the-changes || fail bench-diff-finds-the-changes "$so files listed; $(head -c 300 /tmp/b.ours)"
+  [ "$(grep -o '"groups".*' /tmp/b.ours | md5sum)" = "$(grep -o '"groups".*' /tmp/b.full | md5sum)" ] \
+    && pass bench-diff-ctime-equals-full || fail bench-diff-ctime-equals-full "$(head -c 300 /tmp/b.full)"
+  local lk mu
+  lk=$(grep -o '[0-9]* of [0-9]* looked up' /tmp/b.ours | head -n 1)
+  mu=$(awk '$1 == "full" {print $2}' /tmp/bt | bench_med)
   mo=$(awk '$1 == "ours" {print $2}' /tmp/bt | bench_med); mf=$(awk '$1 == "find" {print $2}' /tmp/bt | bench_med)
-  echo "TIME bench-diff bcachefs files=$files changed=$changed runs=$runs: diff ${mo} ms ($so files listed), find -newer ${mf} ms ($sf paths); samples $(tr '\n' ' ' < /tmp/bt)"
+  echo "TIME bench-diff bcachefs files=$files changed=$changed runs=$runs: diff ${mo} ms ($so files listed, $lk; --compare full ${mu} ms), find -newer ${mf} ms ($sf paths); samples $(tr '\n' ' ' < /tmp/bt)"
   # the boot path in the small guest: rollback (timed), finish (not)
   : > /tmp/bt
   for r in $(seq 0 "$runs"); do

@@ -318,15 +318,22 @@ fi
 if want diff; then
   layout diffz
   w local/root etc/machine-id 0123; w local/root var/lib/oldsvc/state.db before
+  # older than the baseline by more than diff's margin (1 s): diff trusts their change times
+  sleep 1.2
   ER baseline
   [ $rc -eq 0 ] && grep -q "baseline taken" $OUT && zfs list -H -t snapshot "$T/local/root@ephemeral-root-baseline" >/dev/null 2>&1 \
     && pass "baseline: snapshot of the root" || fail "baseline" "rc $rc $(last)"
   w local/root var/lib/newsvc/db after; w local/root root/.bash_history "ls -l"
   ER diff --json
-  [ $rc -eq 0 ] && grep -q '"method":"walk, compared with the baseline"' $OUT && pass "diff uses the baseline" || fail "diff baseline" "rc $rc $(last)"
+  [ $rc -eq 0 ] && grep -q '"method":"walk, compared with the baseline; entries older than the baseline trusted by their change time' $OUT && pass "diff uses the baseline" || fail "diff baseline" "rc $rc $(last)"
   grep -q '"path":"/var/lib/newsvc"' $OUT && grep -q '"path":"/root/.bash_history"' $OUT && ! grep -q '"path":"/var/lib/oldsvc"' $OUT \
     && grep -q '"rule":"unchanged-since-baseline","description":"[^"]*","entries":2' $OUT \
     && pass "diff: new state shown, state unchanged since the baseline hidden and counted" || fail "diff content" "$(head -c 700 $OUT)"
+  # the change-time walk lists exactly what looking every entry up lists
+  ER diff -v; grep -v 'walk, compared with the baseline' $OUT > /tmp/d.ctime
+  ER diff -v --compare full; grep -v 'walk, compared with the baseline' $OUT > /tmp/d.full
+  grep -q "every entry looked up (--compare full)" $OUT && [ -s /tmp/d.ctime ] && cmp -s /tmp/d.ctime /tmp/d.full \
+    && pass "diff: the change-time walk lists what --compare full lists" || fail "diff ctime = full" "$(diff /tmp/d.ctime /tmp/d.full | head -c 600)"
   ER diff --nix
   [ $rc -eq 0 ] && grep -q 'environment.persistence."/persist"' $OUT && grep -q '"/var/lib/newsvc"' $OUT && pass "diff --nix" || fail "diff --nix" "$(last)"
   ER baseline; ER diff --json
@@ -600,11 +607,12 @@ bench_group() {
   sleep 1; bench_change /tmp/broot "$nd" "$changed"; sync
   : > /tmp/bt
   for r in $(seq 0 "$runs"); do
-    case $((r % 3)) in 0) order="ours zdiff find" ;; 1) order="zdiff find ours" ;; *) order="find ours zdiff" ;; esac
+    case $((r % 4)) in 0) order="ours zdiff find full" ;; 1) order="zdiff find full ours" ;; 2) order="find full ours zdiff" ;; *) order="full ours zdiff find" ;; esac
     for v in $order; do
       t0=$(bench_ms)
       case $v in
         ours) ephemeral-root --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" diff --json >/tmp/b.ours 2>/tmp/b.err ;;
+        full) ephemeral-root --fstype zfs --root "$T/local/root" --snapshots "$T/local/old-roots" diff --json --compare full >/tmp/b.full 2>/tmp/b.err ;;
         zdiff) zfs diff -H "$T/local/root@ephemeral-root-baseline" "$T/local/root" >/tmp/b.zdiff 2>/tmp/b.err ;;
         find) find /tmp/broot -newer /tmp/bstamp >/tmp/b.find 2>/tmp/b.err ;;
       esac
@@ -616,12 +624,17 @@ bench_group() {
   local so sz sf
   so=$(grep -o '"files":[0-9]*' /tmp/b.ours | head -n 1 | cut -d: -f2)
   sz=$(grep -c . /tmp/b.zdiff); sf=$(grep -c . /tmp/b.find)
-  grep -q '"method":"walk, compared with the baseline"' /tmp/b.ours && [ "${so:-0}" -ge "$changed" ] \
+  grep -q '"method":"walk, compared with the baseline; entries older' /tmp/b.ours && [ "${so:-0}" -ge "$changed" ] \
     && pass bench-diff-finds-the-changes || fail bench-diff-finds-the-changes "$so files listed; $(head -c 300 /tmp/b.ours)"
+  [ "$(grep -o '"groups".*' /tmp/b.ours | md5sum)" = "$(grep -o '"groups".*' /tmp/b.full | md5sum)" ] \
+    && pass bench-diff-ctime-equals-full || fail bench-diff-ctime-equals-full "$(head -c 300 /tmp/b.full)"
+  local lk mu
+  lk=$(grep -o '[0-9]* of [0-9]* looked up' /tmp/b.ours | head -n 1)
+  mu=$(awk '$1 == "full" {print $2}' /tmp/bt | bench_med)
   local mo mz mf
   mo=$(awk '$1 == "ours" {print $2}' /tmp/bt | bench_med); mz=$(awk '$1 == "zdiff" {print $2}' /tmp/bt | bench_med)
   mf=$(awk '$1 == "find" {print $2}' /tmp/bt | bench_med)
-  echo "TIME bench-diff zfs files=$files changed=$changed runs=$runs: diff ${mo} ms ($so files listed), zfs diff ${mz} ms ($sz lines), find -newer ${mf} ms ($sf paths); samples $(tr '\n' ' ' < /tmp/bt)"
+  echo "TIME bench-diff zfs files=$files changed=$changed runs=$runs: diff ${mo} ms ($so files listed, $lk; --compare full ${mu} ms), zfs diff ${mz} ms ($sz lines), find -newer ${mf} ms ($sf paths); samples $(tr '\n' ' ' < /tmp/bt)"
   umount /tmp/broot
   # the boot path in the small guest: rollback (timed), finish (not)
   : > /tmp/bt
