@@ -81,7 +81,7 @@ for k in range(c):
 PY
 sync
 
-run_tool() { "$1" diff --device "$dev" --config "$conf" --json >"$work/tool.json"; }
+run_tool() { local b=$1; shift; "$b" diff --device "$dev" --config "$conf" --json "$@" >"$work/tool$*.json"; }
 run_findnew() { btrfs subvolume find-new "$root" "$gen" >"$work/findnew.txt"; }
 run_newer() { find "$root" -newer "$work/stamp" >"$work/newer.txt"; }
 run_m3() { find_list >"$work/after"; diff "$work/before" "$work/after" >"$work/find.diff" || true; }
@@ -90,11 +90,14 @@ run_m3() { find_list >"$work/after"; diff "$work/before" "$work/after" >"$work/f
 measure() { [ "$1" = cold ] && cold; shift; t0=$(ms); "$@"; t1=$(ms); echo $((t1 - t0)); }
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-tools="tool findnew newer m3"
+# ctime, full: the walk bcachefs and ZFS use (src/diff/baseline.rs), here on btrfs
+tools="tool ctime full findnew newer m3"
 [ -n "$BIN_OLD" ] && tools="old $tools"
 run() {
     case $2 in
     tool) measure "$1" run_tool "$BIN" ;;
+    ctime) measure "$1" run_tool "$BIN" --compare ctime ;;
+    full) measure "$1" run_tool "$BIN" --compare full ;;
     old) measure "$1" run_tool "$BIN_OLD" ;;
     findnew) measure "$1" run_findnew ;;
     newer) measure "$1" run_newer ;;
@@ -111,15 +114,24 @@ done
 for t in $tools; do eval "warm_$t=\$(echo \$warm_$t | median)"; done
 
 ratio() { python3 -c "print(f'{$1/max($2,1):.2f}')"; }
-echo "| files | changed | cache | ephemeral-root diff | find-new (floor) | diff / find-new | find -newer | Method 3 (after-walk + diff) |$( [ -n "$BIN_OLD" ] && echo ' previous diff (BIN_OLD) |')"
-echo "|---:|---:|---|---:|---:|---:|---:|---:|$( [ -n "$BIN_OLD" ] && echo '---:|')"
+echo "| files | changed | cache | ephemeral-root diff | find-new (floor) | diff / find-new | find -newer | Method 3 (after-walk + diff) | walk: --compare ctime | ctime / find -newer | walk: --compare full |$( [ -n "$BIN_OLD" ] && echo ' previous diff (BIN_OLD) |')"
+echo "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|$( [ -n "$BIN_OLD" ] && echo '---:|')"
 for cache in cold warm; do
-    eval "d=\$${cache}_tool f=\$${cache}_findnew n=\$${cache}_newer m=\$${cache}_m3"
+    eval "d=\$${cache}_tool f=\$${cache}_findnew n=\$${cache}_newer m=\$${cache}_m3 c=\$${cache}_ctime u=\$${cache}_full"
     extra=
     [ -n "$BIN_OLD" ] && eval "extra=\" \$${cache}_old ms |\""
-    echo "| $N | $C | $cache | $d ms | $f ms | $(ratio "$d" "$f") | $n ms | $m ms |$extra"
+    echo "| $N | $C | $cache | $d ms | $f ms | $(ratio "$d" "$f") | $n ms | $m ms | $c ms | $(ratio "$c" "$n") | $u ms |$extra"
 done
 changed_tool=$(python3 -c "import json; print(json.load(open('$work/tool.json'))['files'])")
+python3 - "$work" <<'PY'
+import json, sys
+w = sys.argv[1]
+r = {k: json.load(open(f"{w}/tool{k}.json")) for k in ("", "--compare ctime", "--compare full")}
+print("walk:", r["--compare ctime"]["method"])
+same = lambda a, b: json.dumps(a["groups"], sort_keys=True) == json.dumps(b["groups"], sort_keys=True)
+assert same(r["--compare ctime"], r["--compare full"]), "ctime and full walks differ"
+print("the ctime and full walks list the same groups;", "the generation search too" if same(r[""], r["--compare full"]) else "the generation search differs (emptied directories: a walk lists them)")
+PY
 echo
 echo "baseline took ${baseline_ms} ms; diff listed $changed_tool changed files; find-new printed" \
     "$(grep -c '^inode' "$work/findnew.txt" || true) extent lines; find -newer $(wc -l <"$work/newer.txt") paths;" \

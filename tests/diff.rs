@@ -640,6 +640,8 @@ fn each_kind_of_change(tag: &str, settle: std::time::Duration) -> LoopFs {
         "read/f",
         "tree/sub/deep/f",
         "still/x",
+        "swap/a/x",
+        "swap/b/y",
     ] {
         fs.write(&format!("@root/var/lib/{p}"), "old");
     }
@@ -657,6 +659,10 @@ fn each_kind_of_change(tag: &str, settle: std::time::Duration) -> LoopFs {
     std::fs::hard_link(r.join("link/f"), r.join("linkdir/f2")).unwrap();
     std::fs::create_dir(r.join("moved")).unwrap();
     std::fs::rename(r.join("tree"), r.join("moved/tree")).unwrap();
+    // Two directories swap names: each is where the other was, their entries untouched.
+    std::fs::rename(r.join("swap/a"), r.join("swap/t")).unwrap();
+    std::fs::rename(r.join("swap/b"), r.join("swap/a")).unwrap();
+    std::fs::rename(r.join("swap/t"), r.join("swap/b")).unwrap();
     // Reads that update access times (the test's own mount is noatime otherwise).
     sh(&format!(
         "mount -o remount,strictatime {}",
@@ -689,6 +695,8 @@ fn lists_each_kind_of_change(out: &str, walk: bool) -> Result<(), String> {
         "/var/lib/ren/to (",
         "/var/lib/fresh/moved-in (",
         "/var/lib/moved/tree/sub/deep/f (",
+        "/var/lib/swap/a/y (",
+        "/var/lib/swap/b/x (",
         "/var/lib/empty-new/ ",
     ] {
         if !out.lines().any(|l| l.contains(want)) {

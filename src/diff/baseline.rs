@@ -4,19 +4,20 @@
 //!
 //! Why entries may be skipped: the baseline is a snapshot of this root (same inode numbers, same
 //! times) taken after the clocks recorded in /run by `take_baseline` (src/engine.rs,
-//! src/lastrun.rs). Any change to an inode sets its change time (ctime) to the wall clock, and any
-//! change to a directory's names (create, unlink, link, rename in, out or over) changes that
-//! directory's ctime. So while the wall clock has not been set back since the record:
-//! - an entry whose ctime is before the record is as it was in the baseline;
-//! - a directory whose ctime is before the record holds the same names as the baseline's
-//!   directory at the same path, each naming the same inode; so do directories whose metadata
-//!   equals the baseline's (the same ctime to the nanosecond).
+//! src/lastrun.rs). Any change to an inode sets its change time (ctime) to the wall clock, and so
+//! does every change to the names that lead to it: creating it, linking it, unlinking one of its
+//! names, renaming it (in place, in or out of a directory). So while the wall clock has not been
+//! set back since the record, an entry whose ctime is before the record has been under this name,
+//! in this directory, with this metadata since before the baseline. If that directory is also
+//! where it was in the baseline (the root is; a directory is if its parent is and it is either
+//! such an entry itself or has the baseline's inode number under the same name), the entry is in
+//! the baseline at the same path, unchanged: it is counted without touching the baseline, which
+//! costs what `find -newer` costs (one `statx` per entry).
 //!
-//! Entries of a directory of that second kind with a ctime before the record are counted unchanged
-//! without touching the baseline (`find -newer`'s cost: one `statx` per entry). Every other entry
-//! is looked up in the baseline (one `statx` relative to the baseline's directory, opened once per
-//! directory, crossing only the baseline's own mounts) and compared whole ([`super::same`]);
-//! entries below a directory the baseline does not have are new without a look.
+//! Every other entry is looked up in the baseline (one `statx` relative to the baseline's
+//! directory, opened once per directory, crossing only the baseline's own mounts) and compared
+//! whole ([`super::same`]); entries below a directory the baseline does not have at that path are
+//! new without a look.
 //!
 //! Inode times come from the kernel's coarse clock, which lags the wall clock by up to a tick: the
 //! trusted instant is the record minus [`MARGIN_NS`], minus the drift between the wall and boot
@@ -30,7 +31,7 @@ use super::walk::Progress;
 use super::{same, walk_each, Mounts, Tally};
 use crate::clock::Reading;
 use crate::error::Result;
-use crate::walk::{meta_at, meta_of, open_dir_crossing, Entry, Kind, Meta};
+use crate::walk::{meta_at, open_dir_crossing, Entry, Kind, Meta};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// How far before the recorded baseline clock a change time must be to be trusted.
@@ -90,10 +91,11 @@ pub fn trusted_before(
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// The same names as the baseline's directory at this path, naming the same inodes.
+    /// The same directory (inode) at the same path as in the baseline: an entry older than the
+    /// record is unchanged.
     Same,
-    /// Look each entry up.
-    Check,
+    /// The baseline has a directory at this path, not known to be this one: look each entry up.
+    Other,
     /// Not in the baseline: everything below is new.
     New,
 }
@@ -152,15 +154,10 @@ pub(crate) fn compare(
     before: Option<(i64, i64)>,
     p: &mut Progress,
 ) -> Result<Counts> {
-    let live_root = meta_of(dir).ok();
-    let base_root = meta_of(&base).ok();
-    let root_same = match (live_root, base_root) {
-        (Some(l), Some(b)) => same(&b, &l) || before.is_some_and(|x| l.ctime < x),
-        _ => false,
-    };
+    // The baseline is a snapshot of this root: its top is the same directory.
     let mut lv = vec![Level {
         name: Vec::new(),
-        state: if root_same { State::Same } else { State::Check },
+        state: State::Same,
         fd: Some(base),
         missing: false,
     }];
@@ -189,7 +186,7 @@ pub(crate) fn compare(
             {
                 fd = Some(nested.swap_remove(i).1);
                 if state == State::New {
-                    state = State::Check;
+                    state = State::Other;
                 }
             }
             lv.push(Level {
@@ -212,20 +209,28 @@ fn judge(
     before: Option<(i64, i64)>,
     n: &mut Counts,
 ) -> (bool, State) {
-    match lv[parent].state {
+    let in_place = match lv[parent].state {
         State::New => return (true, State::New),
         State::Same if before.is_some_and(|b| e.meta.ctime < b) => return (false, State::Same),
-        _ => {}
-    }
+        State::Same => true,
+        State::Other => false,
+    };
     n.looked_up += 1;
     let old: Option<Meta> = match base_dir(lv, parent) {
         // An error reading the baseline counts as a change: never hide what may be lost.
         Some(fd) => meta_at(fd, e.name()).ok().flatten(),
         None => None,
     };
+    let here = |m: &Meta| {
+        if in_place && m.ino == e.meta.ino {
+            State::Same
+        } else {
+            State::Other
+        }
+    };
     match old {
-        Some(m) if same(&m, &e.meta) => (false, State::Same),
-        Some(m) if m.kind == Kind::Dir => (true, State::Check),
+        Some(m) if same(&m, &e.meta) => (false, here(&m)),
+        Some(m) if m.kind == Kind::Dir => (true, here(&m)),
         _ => (true, State::New),
     }
 }
