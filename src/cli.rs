@@ -37,6 +37,32 @@ pub enum Command {
     FaultPoints,
 }
 
+/// `diff --compare`: how the current root is compared with its baseline.
+#[cfg(feature = "tools")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compare {
+    /// The generation search where the filesystem has one (btrfs), else change times when the
+    /// clocks allow it, else every entry.
+    #[default]
+    Auto,
+    /// A walk trusting change times when the clocks allow it (on btrfs too).
+    Ctime,
+    /// A walk looking every entry up in the baseline.
+    Full,
+}
+
+#[cfg(feature = "tools")]
+impl Compare {
+    pub fn parse(v: &str) -> Option<Compare> {
+        match v {
+            "auto" => Some(Compare::Auto),
+            "ctime" => Some(Compare::Ctime),
+            "full" => Some(Compare::Full),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Cli {
     pub command: Option<Command>,
@@ -52,7 +78,7 @@ pub struct Cli {
     pub no_baseline: bool,
     /// diff: how the current root is compared with its baseline (`--compare`).
     #[cfg(feature = "tools")]
-    pub compare: crate::diff::Compare,
+    pub compare: Compare,
     pub to: Option<PathBuf>,
     /// restore: replace a destination of another kind (file/directory/symlink) with --force.
     pub replace_type: bool,
@@ -229,15 +255,12 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli> 
             #[cfg(feature = "tools")]
             Long("compare") => {
                 let v = p.value().map_err(lexopt_err)?;
-                cli.compare = v
-                    .to_str()
-                    .and_then(crate::diff::Compare::parse)
-                    .ok_or_else(|| {
-                        usage_err(format!(
-                            "--compare \"{}\": want auto, ctime or full",
-                            escape::cut(v.as_bytes())
-                        ))
-                    })?;
+                cli.compare = v.to_str().and_then(Compare::parse).ok_or_else(|| {
+                    usage_err(format!(
+                        "--compare \"{}\": want auto, ctime or full",
+                        escape::cut(v.as_bytes())
+                    ))
+                })?;
             }
             Long("replace-type") => cli.replace_type = true,
             Long("keep-privileges") => cli.keep_privileges = true,

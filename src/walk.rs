@@ -464,6 +464,11 @@ pub fn meta_at(dir: impl AsFd, name: &[u8]) -> Result<Option<Meta>, Errno> {
     }
 }
 
+/// `lstat` of `dir` itself.
+pub fn meta_of(dir: impl AsFd) -> Result<Meta, Errno> {
+    Ok(Meta::from_statx(&statx_fd(dir.as_fd())?))
+}
+
 /// [`open_dir`], but a directory that is a mount point is entered (for trees of our own
 /// private mounts, e.g. a ZFS baseline with its child datasets mounted over their directories).
 pub fn open_dir_crossing(dir: impl AsFd, name: &[u8]) -> Result<OwnedFd, Errno> {

@@ -28,40 +28,21 @@
 
 use super::noise::Rule;
 use super::walk::Progress;
-use super::{same, walk_each, Mounts, Tally};
+use super::{same, Tally};
 use crate::clock::Reading;
-use crate::error::Result;
-use crate::walk::{meta_at, open_dir_crossing, Entry, Kind, Meta};
+use crate::error::{Context, Result};
+use crate::walk::{
+    meta_at, meta_of, open_dir_crossing, Entry, Event, Kind, Meta, Options, Problem, Walker,
+};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// How far before the recorded baseline clock a change time must be to be trusted.
 pub const MARGIN_NS: i128 = 1_000_000_000;
 /// More drift than this between the wall and boot clocks since the baseline: the clock was set.
 pub const MAX_DRIFT_NS: i128 = 250_000_000;
 
-/// `diff --compare`: how the current root is compared with its baseline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compare {
-    /// The generation search where the filesystem has one (btrfs), else change times when the
-    /// clocks allow it, else every entry.
-    #[default]
-    Auto,
-    /// A walk trusting change times when the clocks allow it (on btrfs too).
-    Ctime,
-    /// A walk looking every entry up in the baseline.
-    Full,
-}
-
-impl Compare {
-    pub fn parse(v: &str) -> Option<Compare> {
-        match v {
-            "auto" => Some(Compare::Auto),
-            "ctime" => Some(Compare::Ctime),
-            "full" => Some(Compare::Full),
-            _ => None,
-        }
-    }
-}
+pub use crate::cli::Compare;
 
 /// The instant (seconds, nanoseconds) before which a change time shows an entry unchanged since
 /// the baseline recorded at `rec`, read again `now`; or why there is none.
@@ -143,6 +124,126 @@ pub struct Counts {
     pub looked_up: u64,
 }
 
+/// Directories this many levels below the root are walked by several threads (their subtrees
+/// taken from a shared list), each with its own bounded set of descriptors and its own tally.
+const SPLIT_DEPTH: usize = 2;
+/// At most this many threads.
+const MAX_THREADS: usize = 4;
+
+/// What every part of the walk shares.
+struct Shared<'a> {
+    live_root: BorrowedFd<'a>,
+    base_root: BorrowedFd<'a>,
+    /// Baselines of nested subvolumes: path in the root (`/var/lib/x`) and directory.
+    nested: &'a [(Vec<u8>, OwnedFd)],
+    before: Option<(i64, i64)>,
+}
+
+/// The comparison state of one walker: the levels from the root to the entry being looked at.
+struct Cmp<'a> {
+    sh: &'a Shared<'a>,
+    lv: Vec<Level>,
+    n: Counts,
+}
+
+impl<'a> Cmp<'a> {
+    /// Levels for a walk below `chain` (names and states of the directories from the root's
+    /// child down; empty for the root).
+    fn new(sh: &'a Shared<'a>, chain: &[(Vec<u8>, State)]) -> Cmp<'a> {
+        let root = Level {
+            name: Vec::new(),
+            // The baseline is a snapshot of this root: its top is the same directory.
+            state: State::Same,
+            fd: dup(sh.base_root),
+            missing: false,
+        };
+        let mut lv = vec![root];
+        let mut path = Vec::new();
+        for (name, state) in chain {
+            path.push(b'/');
+            path.extend_from_slice(name);
+            lv.push(Level {
+                name: name.clone(),
+                state: *state,
+                fd: sh.nested_fd(&path),
+                missing: false,
+            });
+        }
+        Cmp {
+            sh,
+            lv,
+            n: Counts::default(),
+        }
+    }
+
+    /// Entry `e`, `depth` levels below the root: into `t`, and its level if it is a directory.
+    fn entry(&mut self, t: &mut Tally, e: &Entry, depth: usize) {
+        self.n.entries += 1;
+        let d = depth.max(1);
+        self.lv.truncate(d);
+        // Every directory's own entry comes before its entries; if not, count it as changed.
+        let (changed, mut state) = if self.lv.len() == d {
+            judge(&mut self.lv, d - 1, e, self.sh.before, &mut self.n)
+        } else {
+            (true, State::New)
+        };
+        if changed {
+            t.add(e);
+        } else if e.meta.kind != Kind::Dir || e.empty_dir {
+            t.hide(Rule::Unchanged, e.meta.size);
+        }
+        if e.meta.kind == Kind::Dir {
+            let fd = self.sh.nested_fd(e.path);
+            if fd.is_some() && state == State::New {
+                state = State::Other;
+            }
+            self.lv.push(Level {
+                name: e.name().to_vec(),
+                state,
+                fd,
+                missing: false,
+            });
+        }
+    }
+
+    /// Names and states of the directories from the root's child to the last one entered.
+    fn chain(&self) -> Vec<(Vec<u8>, State)> {
+        self.lv[1..]
+            .iter()
+            .map(|l| (l.name.clone(), l.state))
+            .collect()
+    }
+}
+
+impl Shared<'_> {
+    /// The baseline of the nested subvolume at `path`, if there is one (a descriptor of its own).
+    fn nested_fd(&self, path: &[u8]) -> Option<OwnedFd> {
+        self.nested
+            .iter()
+            .find(|(p, _)| p.as_slice() == path)
+            .and_then(|(_, fd)| dup(fd.as_fd()))
+    }
+}
+
+fn dup(fd: BorrowedFd) -> Option<OwnedFd> {
+    rustix::io::fcntl_dupfd_cloexec(fd, 0).ok()
+}
+
+/// A directory [`SPLIT_DEPTH`] levels down, whose subtree one of the threads walks.
+struct Unit {
+    path: Vec<u8>,
+    chain: Vec<(Vec<u8>, State)>,
+    dev: u64,
+    ino: u64,
+}
+
+fn walk_options() -> Options {
+    Options {
+        cross_mounts: true,
+        ..Options::default()
+    }
+}
+
 /// Walk `dir` (the current root) into `t`, comparing with `base` (the baseline's root) and the
 /// baselines of nested subvolumes (`nested`: path in the root such as `/var/lib/x`, and its
 /// baseline's directory). `before`: see [`trusted_before`]; `None` looks every entry up.
@@ -154,50 +255,147 @@ pub(crate) fn compare(
     before: Option<(i64, i64)>,
     p: &mut Progress,
 ) -> Result<Counts> {
-    // The baseline is a snapshot of this root: its top is the same directory.
-    let mut lv = vec![Level {
-        name: Vec::new(),
-        state: State::Same,
-        fd: Some(base),
-        missing: false,
-    }];
-    let mut nested = nested;
-    let mut n = Counts::default();
-    walk_each(t, dir, b"", Mounts::Ours, p, &mut |t, e| {
-        n.entries += 1;
-        let d = e.depth.max(1);
-        lv.truncate(d);
-        // Every directory's own entry comes before its entries; if not, count it as changed.
-        let (changed, mut state) = if lv.len() == d {
-            judge(&mut lv, d - 1, e, before, &mut n)
-        } else {
-            (true, State::New)
-        };
-        if changed {
-            t.add(e);
-        } else if e.meta.kind != Kind::Dir || e.empty_dir {
-            t.hide(Rule::Unchanged, e.meta.size);
-        }
-        if e.meta.kind == Kind::Dir {
-            let mut fd = None;
-            if let Some(i) = nested
-                .iter()
-                .position(|(path, _)| path.as_slice() == e.path)
-            {
-                fd = Some(nested.swap_remove(i).1);
-                if state == State::New {
-                    state = State::Other;
-                }
+    let sh = Shared {
+        live_root: dir.as_fd(),
+        base_root: base.as_fd(),
+        nested: &nested,
+        before,
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get().min(MAX_THREADS))
+        .unwrap_or(1);
+    // The top of the tree here; the subtrees below SPLIT_DEPTH into `units`.
+    let mut top = Cmp::new(&sh, &[]);
+    let mut units: Vec<Unit> = Vec::new();
+    let mut w = Walker::new(dir.as_fd(), b"", walk_options()).ctx(|| "read directory /")?;
+    while let Some(ev) = w.next() {
+        let unit = match ev {
+            Event::Entry(e) => {
+                p.tick();
+                top.entry(t, &e, e.depth);
+                // Split even with one thread: one code path whatever the machine.
+                (e.meta.kind == Kind::Dir && e.depth == SPLIT_DEPTH).then(|| Unit {
+                    path: e.path.to_vec(),
+                    chain: top.chain(),
+                    dev: e.meta.dev,
+                    ino: e.meta.ino,
+                })
             }
-            lv.push(Level {
-                name: e.name().to_vec(),
-                state,
-                fd,
-                missing: false,
-            });
+            Event::Mount(_) => None,
+            Event::Problem(path, pr) => {
+                t.problem(path, pr);
+                None
+            }
+        };
+        if let Some(u) = unit {
+            w.skip_subtree();
+            units.push(u);
         }
-    })?;
+    }
+    let mut n = top.n;
+    if units.is_empty() {
+        return Ok(n);
+    }
+    let next = AtomicUsize::new(0);
+    let seen = AtomicU64::new(0);
+    let parts: Vec<(Tally, Counts)> = std::thread::scope(|s| {
+        let (sh, units, next, seen) = (&sh, &units, &next, &seen);
+        let helpers: Vec<_> = (1..threads.min(units.len()))
+            .map(|_| {
+                let cx = t.cx.clone();
+                s.spawn(move || walk_units(sh, units, next, seen, Tally::new(cx), None))
+            })
+            .collect();
+        let mut parts = vec![walk_units(
+            sh,
+            units,
+            next,
+            seen,
+            Tally::new(t.cx.clone()),
+            Some(p),
+        )];
+        // A helper that panicked aborts the process (panic = "abort"); elsewhere (tests) its
+        // panic goes on here: a part of the tree is never dropped silently.
+        for h in helpers {
+            parts.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        parts
+    });
+    for (part, c) in parts {
+        t.merge(part);
+        n.entries += c.entries;
+        n.looked_up += c.looked_up;
+    }
     Ok(n)
+}
+
+/// Take units from `units` (the next index in `next`) until none is left.
+fn walk_units(
+    sh: &Shared,
+    units: &[Unit],
+    next: &AtomicUsize,
+    seen: &AtomicU64,
+    mut t: Tally,
+    mut p: Option<&mut Progress>,
+) -> (Tally, Counts) {
+    let mut n = Counts::default();
+    while let Some(u) = units.get(next.fetch_add(1, Ordering::Relaxed)) {
+        // The directory the top walk saw, opened again from the root (crossing only our own
+        // mounts, as the walk does) and checked to be the same one.
+        let fd = match open_unit(sh.live_root, u) {
+            Ok(fd) => fd,
+            Err(pr) => {
+                t.problem(&u.path, pr);
+                continue;
+            }
+        };
+        let mut c = Cmp::new(sh, &u.chain);
+        let opts = Options {
+            max_depth: walk_options().max_depth.saturating_sub(SPLIT_DEPTH),
+            ..walk_options()
+        };
+        let mut w = match Walker::new(fd.as_fd(), &u.path, opts) {
+            Ok(w) => w,
+            Err(e) => {
+                t.problem(&u.path, Problem::from_errno(e));
+                continue;
+            }
+        };
+        while let Some(ev) = w.next() {
+            match ev {
+                Event::Entry(e) => {
+                    let k = seen.fetch_add(1, Ordering::Relaxed) + 1;
+                    if let Some(p) = p.as_deref_mut() {
+                        p.set(k);
+                    }
+                    c.entry(&mut t, &e, e.depth + SPLIT_DEPTH);
+                }
+                Event::Mount(_) => {}
+                Event::Problem(path, pr) => t.problem(path, pr),
+            }
+        }
+        n.entries += c.n.entries;
+        n.looked_up += c.n.looked_up;
+    }
+    (t, n)
+}
+
+fn open_unit(root: BorrowedFd, u: &Unit) -> std::result::Result<OwnedFd, Problem> {
+    let mut cur: Option<OwnedFd> = None;
+    for name in u.path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        let at = cur.as_ref().map(|f| f.as_fd()).unwrap_or(root);
+        cur = Some(open_dir_crossing(at, name).map_err(|e| match e {
+            rustix::io::Errno::NOENT => Problem::Vanished,
+            rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP => Problem::Replaced,
+            e => Problem::from_errno(e),
+        })?);
+    }
+    let fd = cur.ok_or(Problem::Replaced)?;
+    match meta_of(&fd) {
+        Ok(m) if (m.dev, m.ino) == (u.dev, u.ino) => Ok(fd),
+        Ok(_) => Err(Problem::Replaced),
+        Err(e) => Err(Problem::from_errno(e)),
+    }
 }
 
 /// Whether entry `e` (a child of level `parent`) changed since the baseline, and the state of

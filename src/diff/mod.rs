@@ -45,7 +45,7 @@ pub const INCOMPLETE_SHOWN: usize = 20;
 
 /// Accumulates entries into groups and hidden counts.
 pub struct Tally {
-    cx: noise::Context,
+    pub(crate) cx: noise::Context,
     groups: HashMap<Vec<u8>, GroupStat>,
     hidden: std::collections::BTreeMap<Rule, Hidden>,
     incomplete: Vec<(Vec<u8>, Problem)>,
@@ -122,6 +122,44 @@ impl Tally {
                 .sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
             st.largest.truncate(output::LARGEST);
         }
+    }
+
+    /// Add what another tally (of another part of the same tree) counted.
+    pub fn merge(&mut self, o: Tally) {
+        for (k, st) in o.groups {
+            match self.groups.get_mut(&k) {
+                None => {
+                    self.groups.insert(k, st);
+                }
+                Some(mine) => {
+                    mine.is_dir |= st.is_dir;
+                    mine.files += st.files;
+                    mine.bytes += st.bytes;
+                    mine.largest.extend(st.largest);
+                    mine.largest
+                        .sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+                    mine.largest.truncate(output::LARGEST);
+                }
+            }
+        }
+        for (rule, h) in o.hidden {
+            let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
+                (Some(x), Some(y)) => Some(x + y),
+                (x, None) | (None, x) => x,
+            };
+            let mine = self.hidden.entry(rule).or_default();
+            mine.entries = add(mine.entries, h.entries);
+            mine.bytes = add(mine.bytes, h.bytes);
+        }
+        for (path, p) in o.incomplete {
+            if self.incomplete.len() < INCOMPLETE_SHOWN {
+                self.incomplete.push((path, p));
+            } else {
+                self.incomplete_more += 1;
+            }
+        }
+        self.incomplete_more += o.incomplete_more;
+        self.incomplete.sort_by(|a, b| a.0.cmp(&b.0));
     }
 
     pub fn finish(self, source: String, method: String) -> Report {

@@ -131,7 +131,7 @@ pub const MOUNT_DIRS: &[&str] = &[
 ];
 
 /// What the rules look at besides the entry. Paths are bytes.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Context {
     /// Persisted paths, absolute, without trailing `/`.
     pub persist: Vec<Vec<u8>>,

@@ -35,6 +35,11 @@ impl Progress {
             );
         }
     }
+    /// Set the count (several walkers counting together) and show it as [`Progress::tick`] does.
+    pub fn set(&mut self, count: u64) {
+        self.count = count.saturating_sub(1);
+        self.tick();
+    }
     pub fn done(&mut self) {
         if self.enabled && self.count >= 1024 {
             let _ = write!(std::io::stderr(), "\r\x1b[K");
