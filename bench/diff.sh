@@ -91,12 +91,15 @@ measure() { [ "$1" = cold ] && cold; shift; t0=$(ms); "$@"; t1=$(ms); echo $((t1
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # ctime, full: the walk bcachefs and ZFS use (src/diff/baseline.rs), here on btrfs
-tools="tool ctime full findnew newer m3"
+# ctime1: the same walk held to one CPU (taskset), which is one thread (src/diff/baseline.rs takes
+# one per CPU it may run on): what walking in parallel gains
+tools="tool ctime ctime1 full findnew newer m3"
 [ -n "$BIN_OLD" ] && tools="old $tools"
 run() {
     case $2 in
     tool) measure "$1" run_tool "$BIN" ;;
     ctime) measure "$1" run_tool "$BIN" --compare ctime ;;
+    ctime1) measure "$1" taskset -c 0 sh -c 'exec "$0" diff --device "$1" --config "$2" --json --compare ctime >"$3"' "$BIN" "$dev" "$conf" "$work/tool1.json" ;;
     full) measure "$1" run_tool "$BIN" --compare full ;;
     old) measure "$1" run_tool "$BIN_OLD" ;;
     findnew) measure "$1" run_findnew ;;
@@ -114,13 +117,13 @@ done
 for t in $tools; do eval "warm_$t=\$(echo \$warm_$t | median)"; done
 
 ratio() { python3 -c "print(f'{$1/max($2,1):.2f}')"; }
-echo "| files | changed | cache | ephemeral-root diff | find-new (floor) | diff / find-new | find -newer | Method 3 (after-walk + diff) | walk: --compare ctime | ctime / find -newer | walk: --compare full |$( [ -n "$BIN_OLD" ] && echo ' previous diff (BIN_OLD) |')"
-echo "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|$( [ -n "$BIN_OLD" ] && echo '---:|')"
+echo "| files | changed | cache | ephemeral-root diff | find-new (floor) | diff / find-new | find -newer | Method 3 (after-walk + diff) | walk: --compare ctime | ctime / find -newer | the same on one CPU | walk: --compare full |$( [ -n "$BIN_OLD" ] && echo ' previous diff (BIN_OLD) |')"
+echo "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|$( [ -n "$BIN_OLD" ] && echo '---:|')"
 for cache in cold warm; do
-    eval "d=\$${cache}_tool f=\$${cache}_findnew n=\$${cache}_newer m=\$${cache}_m3 c=\$${cache}_ctime u=\$${cache}_full"
+    eval "d=\$${cache}_tool f=\$${cache}_findnew n=\$${cache}_newer m=\$${cache}_m3 c=\$${cache}_ctime c1=\$${cache}_ctime1 u=\$${cache}_full"
     extra=
     [ -n "$BIN_OLD" ] && eval "extra=\" \$${cache}_old ms |\""
-    echo "| $N | $C | $cache | $d ms | $f ms | $(ratio "$d" "$f") | $n ms | $m ms | $c ms | $(ratio "$c" "$n") | $u ms |$extra"
+    echo "| $N | $C | $cache | $d ms | $f ms | $(ratio "$d" "$f") | $n ms | $m ms | $c ms | $(ratio "$c" "$n") | $c1 ms | $u ms |$extra"
 done
 changed_tool=$(python3 -c "import json; print(json.load(open('$work/tool.json'))['files'])")
 python3 - "$work" <<'PY'

@@ -315,20 +315,20 @@ def sc_selftest(c, fs):
 # Suites in the small guest
 # ---------------------------------------------------------------------------------------------------
 
-def sc_engine(c, fs, suite, only="", smp=1):
+def sc_engine(c, fs, suite, only=""):
     """The bcachefs engine suite (guest/engine-tests.sh)."""
     run_suite(c, fs, E, "engine-tests.sh", ["engine.suite=" + suite] + (["engine.only=" + only] if only else []),
-              min_json=0 if suite == "probe" else 1, smp=smp)
+              min_json=0 if suite == "probe" else 1)
 
 
-def sc_zfs(c, fs, only="", part=None, scen="", smp=1):
+def sc_zfs(c, fs, only="", part=None, scen=""):
     """The ZFS suite (guest/zfs-tests.sh): groups matching `only`; the crash group split in parts k/N."""
     p = ["zt.only=" + only] if only else []
     if part:
         p.append("zt.part=" + part)
     if scen:
         p.append("zt.scen=" + scen)
-    run_suite(c, fs, E, "zfs-tests.sh", p, smp=smp)
+    run_suite(c, fs, E, "zfs-tests.sh", p)
 
 
 def sc_crashsafety(c, fs, scen="ABC", timeout=1500):
@@ -385,10 +385,9 @@ scenario("bcachefs-crashloop", BCACHEFS, sc_crashloop, {"long"}, fault=True, tes
 scenario("zfs-crashloop", ZFS, sc_crashloop, {"long"}, fault=True, testbin=True)
 # Benchmarks (issue 14 items 2-3), not in CI: the suites' `bench` group (guest/engine-tests.sh, guest/zfs-tests.sh:
 # diff with a baseline against find -newer / zfs diff, and rollback's run time), selected only by name.
-# Two vCPUs: `diff` walks a tree with up to one thread per CPU (src/diff/baseline.rs); `find` uses one.
-scenario("bcachefs-bench", BCACHEFS, sc_engine, {"bench"}, fault=True, suite="single", only="bench", smp=2,
+scenario("bcachefs-bench", BCACHEFS, sc_engine, {"bench"}, fault=True, suite="single", only="bench",
          desc="bench: diff with a baseline vs find -newer, rollback time (TIME lines in the notes)")
-scenario("zfs-bench", ZFS, sc_zfs, {"bench"}, fault=True, only="bench", smp=2,
+scenario("zfs-bench", ZFS, sc_zfs, {"bench"}, fault=True, only="bench",
          desc="bench: diff with a baseline vs zfs diff and find -newer, rollback time (TIME lines in the notes)")
 
 
