@@ -99,6 +99,28 @@ fn rustix_like_geteuid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
+/// `umount DIR`, retried while it is busy: the tests of one binary run in threads, and a child
+/// another thread is forking holds copies of every descriptor (a file just written here
+/// included) until it execs, which on a loaded machine can take a while.
+pub fn umount_retrying(dir: &std::path::Path) {
+    let mut last = String::new();
+    for _ in 0..100 {
+        let o = Command::new("umount")
+            .arg(dir)
+            .output()
+            .expect("run umount");
+        if o.status.success() {
+            return;
+        }
+        last = String::from_utf8_lossy(&o.stderr).into_owned();
+        if !last.contains("busy") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("`umount {}` failed: {last}", dir.display());
+}
+
 pub fn sh(cmd: &str) -> String {
     let o = Command::new("sh")
         .arg("-c")
@@ -169,7 +191,7 @@ impl LoopFs {
 
     pub fn umount(&mut self) {
         if self.mounted {
-            sh(&format!("umount {}", self.mnt.display()));
+            umount_retrying(&self.mnt);
             self.mounted = false;
         }
     }
