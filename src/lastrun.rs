@@ -20,7 +20,7 @@ pub fn baseline_taken_this_boot() -> bool {
 
 /// Remember that the baseline was taken, and the clocks read just before it was begun (`at`):
 /// `diff` trusts a change time earlier than that only while the record is of this boot and the
-/// wall clock was not stepped since (src/diff/mod.rs, `since_baseline`).
+/// wall clock was not stepped since (src/diff/baseline.rs, `trusted_before`).
 pub fn mark_baseline_taken(at: &crate::clock::Reading) {
     let res = std::fs::create_dir_all(state_dir())
         .and_then(|_| std::fs::write(baseline_marker(), baseline_record(at)));

@@ -387,6 +387,15 @@ fn open_dir_x(dir: BorrowedFd, name: &[u8], xdev: bool) -> Result<OwnedFd, Errno
 /// Open directory `rel` (a relative path of any length: `a/b/c`) below `dir` without following
 /// symlinks, entering mounts or climbing out with `..`. An empty `rel` (or `.`) reopens `dir`.
 pub fn open_dir_beneath(dir: impl AsFd, rel: &[u8]) -> Result<OwnedFd, Errno> {
+    open_dir_beneath_x(dir.as_fd(), rel, false)
+}
+
+/// [`open_dir_beneath`], but mounts on the way are entered (see [`open_dir_crossing`]).
+pub fn open_dir_beneath_crossing(dir: impl AsFd, rel: &[u8]) -> Result<OwnedFd, Errno> {
+    open_dir_beneath_x(dir.as_fd(), rel, true)
+}
+
+fn open_dir_beneath_x(dir: BorrowedFd, rel: &[u8], xdev: bool) -> Result<OwnedFd, Errno> {
     const CHUNK: usize = 3800;
     let comps: Vec<&[u8]> = rel
         .split(|&b| b == b'/')
@@ -395,7 +404,6 @@ pub fn open_dir_beneath(dir: impl AsFd, rel: &[u8]) -> Result<OwnedFd, Errno> {
     if comps.iter().any(|c| *c == b"..") {
         return Err(Errno::INVAL);
     }
-    let dir = dir.as_fd();
     let mut cur: Option<OwnedFd> = None;
     let mut i = 0;
     if comps.is_empty() {
@@ -413,13 +421,13 @@ pub fn open_dir_beneath(dir: impl AsFd, rel: &[u8]) -> Result<OwnedFd, Errno> {
             chunk.extend_from_slice(comps[j]);
             j += 1;
         }
-        let fd = match openat2_beneath(at, &chunk, DIR_FLAGS, false) {
+        let fd = match openat2_beneath(at, &chunk, DIR_FLAGS, xdev) {
             Some(r) => r?,
             None => {
                 // One component at a time with O_NOFOLLOW.
-                let mut fd = open_dir(at, comps[i])?;
+                let mut fd = open_dir_x(at, comps[i], xdev)?;
                 for c in &comps[i + 1..j] {
-                    fd = open_dir(&fd, c)?;
+                    fd = open_dir_x(fd.as_fd(), c, xdev)?;
                 }
                 fd
             }
@@ -490,11 +498,7 @@ pub fn meta_beneath(dir: impl AsFd, rel: &[u8]) -> Result<Option<Meta>, Errno> {
         Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
         Err(e) => return Err(e),
     };
-    match statx_at(pfd.as_fd(), name) {
-        Ok(st) => Ok(Some(Meta::from_statx(&st))),
-        Err(Errno::NOENT) => Ok(None),
-        Err(e) => Err(e),
-    }
+    meta_at(&pfd, name)
 }
 
 /// One entry at relative path `rel` below `dir` (parents opened as by [`open_dir_beneath`]), as

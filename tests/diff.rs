@@ -811,14 +811,13 @@ fn walk_diff_with_a_baseline_follows_each_kind_of_change() {
     lists_each_kind_of_change(&fs.ok(&["diff", "-v", "--compare", "ctime"]), true).unwrap();
 }
 
-/// The string value of `"key":"…"` in `json` (no escapes in the values looked at here).
+/// The string value of top-level `key` in `json`.
 fn json_str(json: &str, key: &str) -> String {
-    let pat = format!("\"{key}\":\"");
-    let i = json
-        .find(&pat)
-        .unwrap_or_else(|| panic!("no {key} in {json}"))
-        + pat.len();
-    json[i..].split('"').next().unwrap_or_default().to_string()
+    let j = common::json::parse(json.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
+    j.get(key)
+        .and_then(common::json::Json::str)
+        .unwrap_or_else(|| panic!("no string {key} in {json}"))
+        .to_string()
 }
 
 /// Issue 10 item 5: names are bytes. A non-UTF-8 name, a name with a newline and one with a

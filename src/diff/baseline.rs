@@ -32,7 +32,8 @@ use super::{same, Tally};
 use crate::clock::Reading;
 use crate::error::{Context, Result};
 use crate::walk::{
-    meta_at, meta_of, open_dir_crossing, Entry, Event, Kind, Meta, Options, Problem, Walker,
+    meta_at, meta_of, open_dir_beneath_crossing, open_dir_crossing, Entry, Event, Kind, Meta,
+    Options, Problem, Walker,
 };
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -381,16 +382,12 @@ fn walk_units(
 }
 
 fn open_unit(root: BorrowedFd, u: &Unit) -> std::result::Result<OwnedFd, Problem> {
-    let mut cur: Option<OwnedFd> = None;
-    for name in u.path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
-        let at = cur.as_ref().map(|f| f.as_fd()).unwrap_or(root);
-        cur = Some(open_dir_crossing(at, name).map_err(|e| match e {
-            rustix::io::Errno::NOENT => Problem::Vanished,
-            rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP => Problem::Replaced,
-            e => Problem::from_errno(e),
-        })?);
-    }
-    let fd = cur.ok_or(Problem::Replaced)?;
+    let rel = u.path.strip_prefix(b"/").unwrap_or(&u.path);
+    let fd = open_dir_beneath_crossing(root, rel).map_err(|e| match e {
+        rustix::io::Errno::NOENT => Problem::Vanished,
+        rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP => Problem::Replaced,
+        e => Problem::from_errno(e),
+    })?;
     match meta_of(&fd) {
         Ok(m) if (m.dev, m.ino) == (u.dev, u.ino) => Ok(fd),
         Ok(_) => Err(Problem::Replaced),

@@ -84,12 +84,20 @@ impl Tally {
         if p == Problem::Vanished {
             return;
         }
-        if self.incomplete.len() < INCOMPLETE_SHOWN {
-            let shown = if path.is_empty() { b"/" } else { path };
+        let shown = if path.is_empty() { b"/" } else { path };
+        if self.keep_incomplete(shown.to_vec(), p) {
             log::warn!("gave up on {}: {}", escape::cut(shown), p.describe());
-            self.incomplete.push((shown.to_vec(), p));
+        }
+    }
+
+    /// Name the branch if fewer than [`INCOMPLETE_SHOWN`] are named, else count it; true if named.
+    fn keep_incomplete(&mut self, path: Vec<u8>, p: Problem) -> bool {
+        if self.incomplete.len() < INCOMPLETE_SHOWN {
+            self.incomplete.push((path, p));
+            true
         } else {
             self.incomplete_more += 1;
+            false
         }
     }
 
@@ -118,9 +126,7 @@ impl Tally {
                 || st.largest.last().is_some_and(|l| l.0 <= e.meta.size))
         {
             st.largest.push((e.meta.size, e.path.to_vec()));
-            st.largest
-                .sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            st.largest.truncate(output::LARGEST);
+            keep_largest(&mut st.largest);
         }
     }
 
@@ -136,9 +142,7 @@ impl Tally {
                     mine.files += st.files;
                     mine.bytes += st.bytes;
                     mine.largest.extend(st.largest);
-                    mine.largest
-                        .sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-                    mine.largest.truncate(output::LARGEST);
+                    keep_largest(&mut mine.largest);
                 }
             }
         }
@@ -152,11 +156,7 @@ impl Tally {
             mine.bytes = add(mine.bytes, h.bytes);
         }
         for (path, p) in o.incomplete {
-            if self.incomplete.len() < INCOMPLETE_SHOWN {
-                self.incomplete.push((path, p));
-            } else {
-                self.incomplete_more += 1;
-            }
+            self.keep_incomplete(path, p);
         }
         self.incomplete_more += o.incomplete_more;
         self.incomplete.sort_by(|a, b| a.0.cmp(&b.0));
@@ -174,6 +174,12 @@ impl Tally {
         r.sort();
         r
     }
+}
+
+/// Largest first (then by path), at most [`output::LARGEST`].
+fn keep_largest(v: &mut Vec<(u64, Vec<u8>)>) {
+    v.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    v.truncate(output::LARGEST);
 }
 
 pub(crate) fn open_root_dir(path: &Path) -> Result<OwnedFd> {
