@@ -64,6 +64,9 @@ def state_left(block):
     return "+".join(parts) if parts else "clean"
 
 
+RECALIBRATE = 25  # cuts between two measurements of the window
+
+
 def run_loop(c, driver, cuts, seed=None):
     seed = int(seed if seed is not None else (os.environ.get("EPHEMERAL_ROOT_VM_SEED") or time.time()))
     rnd = random.Random(seed)
@@ -72,6 +75,7 @@ def run_loop(c, driver, cuts, seed=None):
     driver.start(c)
     window = driver.calibrate(c)
     log("%s: rollback window %.2f s" % (c.name, window))
+    windows = [round(window, 3)]
     steps, states, detail = {}, {}, []
     t0 = time.time()
 
@@ -82,6 +86,12 @@ def run_loop(c, driver, cuts, seed=None):
         log("%s: cut %d at +%.2f s: %s; left: %s" % (c.name, i, detail[i - 1]["at"], detail[i - 1]["step"], st))
 
     for i in range(1, cuts + 1):
+        if i > 1 and (i - 1) % RECALIBRATE == 0:
+            # the window grows with the old roots a long run keeps (finish reads every one of them):
+            # measured once, it would be outgrown and the cuts would pile up at its start
+            window = driver.calibrate(c)
+            windows.append(round(window, 3))
+            log("%s: rollback window %.2f s (after %d cuts)" % (c.name, window, i - 1))
         at = rnd.uniform(0, window)
         b = driver.cut(c, at, i)
         if driver.light and i > 1:
@@ -97,7 +107,8 @@ def run_loop(c, driver, cuts, seed=None):
     last = driver.finish(c)
     if driver.light and cuts:
         left(cuts, last)
-    c.stats.update(cuts=cuts, cuts_per_minute=round(rate, 2), steps=steps, left=states, seed=seed, detail=detail)
+    c.stats.update(cuts=cuts, cuts_per_minute=round(rate, 2), steps=steps, left=states, seed=seed, detail=detail,
+                   windows=windows)
     during = cuts - steps.get("after the rollback", 0) - steps.get("before step 1", 0)  # finish counts too
     c.note("%d cuts (%.2f per minute): %d during the rollback; by step: %s; left on disk: %s" % (
         cuts, rate, during, steps, states))
@@ -158,6 +169,9 @@ class DracutCuts:
                             ["marker-%d" % k for k in c.completed if k != last])
 
 
+ARMED_STEP1 = r"ephemeral-root: step 1/"
+
+
 class LightCuts:
     """Power cuts in the small guest (guest/cycle.sh), for every filesystem."""
     light = True
@@ -174,18 +188,25 @@ class LightCuts:
         self.m.check(c, b, 1, oldroots=0)
 
     def calibrate(self, c):
-        """One armed boot that is not cut: how long the slow rollback takes from ERTEST armed to its end."""
+        """One armed boot that is not cut: how long the slow rollback and finish take from the armed
+        rollback's `step 1/` line to their end (its start-up before step 1 reads the disks only, and
+        grows with every old root a long run keeps: drawn from there, cuts would miss the steps)."""
         n = self.m.boots + 1
-        b = self.m.cycle(arm=True, delay_ms=self.delay_ms, label="calibrate")
+        b = self.m.cycle(arm=True, delay_ms=self.delay_ms, label="calibrate%03d" % n)
         self.m.check(c, b, n, oldroots=len(c.completed))
-        t = [float(l.split()[0]) for l in open(b.logfile).read().splitlines()[1:]
-             if re.search(r"ERTEST armed|ERTEST not-cut", l)]  # the armed rollback and finish together
-        check(len(t) == 2, "%s: calibration boot did not finish its armed rollback (see %s)" % (c.name, b.logfile))
-        return max(0.3, 0.95 * (t[1] - t[0]))
+        lines = open(b.logfile).read().splitlines()[1:]
+        armed = next((k for k, l in enumerate(lines) if "ERTEST armed" in l), len(lines))
+        step1 = [float(l.split()[0]) for l in lines[armed:] if re.search(ARMED_STEP1, l)]
+        end = [float(l.split()[0]) for l in lines[armed:] if "ERTEST not-cut" in l]
+        check(step1 and end, "%s: calibration boot did not finish its armed rollback (see %s)" % (c.name, b.logfile))
+        return max(0.3, 0.95 * (end[0] - step1[0]))
 
     def cut(self, c, at, i):
+        armed = [False]
+
         def trigger(line, el):
-            return at if "ERTEST armed" in line else None
+            armed[0] = armed[0] or "ERTEST armed" in line
+            return at if armed[0] and re.search(ARMED_STEP1, line) else None
         n = self.m.boots + 1
         listall = i % 10 == 0 or self.cuts <= 20  # ZFS lists the newest 3 old roots otherwise (each is a mount)
         b = self.m.cycle(arm=True, delay_ms=self.delay_ms, kill=trigger, label="cut%03d" % i, listall=listall)
