@@ -37,7 +37,7 @@ pub trait TestFs {
         for (k, v) in env {
             c.env(k, v);
         }
-        c.output().expect("run ephemeral-root")
+        traced_output(&mut c).expect("run ephemeral-root")
     }
 
     /// Run and require success; returns stdout.
@@ -198,10 +198,25 @@ pub fn new_scenario_fs(tag: &str) -> Box<dyn TestFs> {
 }
 
 fn run_quiet(prog: &str, args: &[&str]) -> Output {
-    Command::new(prog)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {prog}: {e}"))
+    traced_output(Command::new(prog).args(args)).unwrap_or_else(|e| panic!("run {prog}: {e}"))
+}
+
+/// `c.output()`; with EPHEMERAL_ROOT_TEST_TRACE set, one line on stderr per command with its
+/// wall time (where a slow guest's test time goes: `trace: 812 ms zfs create ...`).
+pub fn traced_output(c: &mut Command) -> std::io::Result<Output> {
+    if std::env::var_os("EPHEMERAL_ROOT_TEST_TRACE").is_none() {
+        return c.output();
+    }
+    let t = std::time::Instant::now();
+    let o = c.output();
+    let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    eprintln!(
+        "trace: {} ms {} {}",
+        t.elapsed().as_millis(),
+        c.get_program().to_string_lossy(),
+        args.join(" ")
+    );
+    o
 }
 
 fn must(prog: &str, args: &[&str]) -> String {
