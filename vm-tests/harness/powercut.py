@@ -64,7 +64,8 @@ def state_left(block):
     return "+".join(parts) if parts else "clean"
 
 
-RECALIBRATE = 25  # cuts between two measurements of the window
+# cuts between two measurements of the window (EPHEMERAL_ROOT_VM_RECALIBRATE: to try it on a short run)
+RECALIBRATE = int(os.environ.get("EPHEMERAL_ROOT_VM_RECALIBRATE") or 25)
 
 
 def run_loop(c, driver, cuts, seed=None):
