@@ -209,7 +209,10 @@ pub fn traced_output(c: &mut Command) -> std::io::Result<Output> {
     }
     let t = std::time::Instant::now();
     let o = c.output();
-    let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let args: Vec<String> = c
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     eprintln!(
         "trace: {} ms {} {}",
         t.elapsed().as_millis(),
