@@ -127,6 +127,13 @@ def selftest():
             "ERTEST oldroot=x ro=yes files=a,b", "ephemeral-root: rollback finished in 40 ms"]
     errs, _ = kernel_errors(bad + good)
     assert len(errs) == len(bad), "kernel line pattern: %s" % errs
+    # a hung guest is stopped from its second hung-task report on (qemu.launch)
+    from .qemu import HUNG, HUNG_AFTER
+    hung = [int(m.group(2)) for m in (HUNG.search(l) for l in (
+        "[ 1209.49] INFO: task txg_sync:191 blocked for more than 120 seconds.",
+        "[ 1330.32] INFO: task zfs:7178 blocked for more than 241 seconds.",
+        "ephemeral-root: step 1/4: build the next root (empty)")) if m]
+    assert [h >= HUNG_AFTER for h in hung] == [False, True], "hung-task pattern: %s" % hung
 
 
 # --- the known bcachefs 6.12 kernel bug (issue 12 item 6) ------------------------------------------

@@ -13,15 +13,17 @@ from .qemu import launch
 GUEST_TIMEOUT = 150  # qemu CPU seconds for one light boot
 
 
-def zfs_disk(path):
-    """A 1 GiB raw disk with one MBR partition (sectors 2048..end): the pool lives on vda1."""
+def zfs_disk(path, gib=1):
+    """A sparse raw disk of `gib` GiB with one MBR partition (sectors 2048..end): the pool lives on vda1."""
     if os.path.exists(path):
         os.unlink(path)
     with open(path, "wb") as f:
-        f.truncate(1 << 30)
-        # not bootable, CHS unused, type 0xbf (Solaris/ZFS), LBA start 2048, 2095104 sectors
+        f.truncate(gib << 30)
+        # not bootable, CHS unused, type 0xbf (Solaris/ZFS), LBA start 2048, the rest of the disk
+        sectors = ((gib << 30) >> 9) - 2048
         f.seek(446)
-        f.write(bytes([0x00, 0xfe, 0xff, 0xff, 0xbf, 0xfe, 0xff, 0xff, 0x00, 0x08, 0x00, 0x00, 0x00, 0xf8, 0x1f, 0x00]))
+        f.write(bytes([0x00, 0xfe, 0xff, 0xff, 0xbf, 0xfe, 0xff, 0xff]) + (2048).to_bytes(4, "little")
+                + sectors.to_bytes(4, "little"))
         f.seek(510)
         f.write(b"\x55\xaa")
     return [path]

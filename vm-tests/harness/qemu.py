@@ -12,6 +12,10 @@ from .core import log, TestFailure
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
 PANIC = re.compile(r"Kernel panic|BUG: |Oops|general protection fault|double fault")
+# the guest kernel's hung-task report ("INFO: task txg_sync:191 blocked for more than 120 seconds"): from the
+# HUNG_AFTER seconds report on the guest is taken as hung (a stall that long is not TCG being slow)
+HUNG = re.compile(r"INFO: task (\S+) blocked for more than (\d+) seconds")
+HUNG_AFTER = 240
 WALL_TIMEOUT_FACTOR = 6  # a boot may take 6x its qemu CPU limit in wall time (a busy host)
 
 
@@ -125,6 +129,7 @@ def launch(name, label, logfile, vmlinuz, initrd, append, disks, mem=768, smp=1,
     kill_at = kill_line = None
     timer = [None]
     timed = [False]
+    hung = []
     done = threading.Event()
 
     def do_kill():
@@ -164,6 +169,12 @@ def launch(name, label, logfile, vmlinuz, initrd, append, disks, mem=768, smp=1,
                     timer[0].start()
             if stop_on and re.search(stop_on, line):
                 do_kill()
+            h = HUNG.search(line)
+            if h and int(h.group(2)) >= HUNG_AFTER and not hung:
+                # a hung guest would sit out its whole timeout (hours for the crash loops): stop it, after a
+                # few seconds for the stack trace (printed at loglevel 7 and above)
+                hung.append("task %s blocked for more than %s s" % (h.group(1), h.group(2)))
+                threading.Timer(5.0, do_kill).start()
     _, status, ru = os.wait4(p.pid, 0)
     rc = p.returncode = os.waitstatus_to_exitcode(status)
     done.set()
@@ -176,6 +187,8 @@ def launch(name, label, logfile, vmlinuz, initrd, append, disks, mem=768, smp=1,
         name, label, "killed" if killed else ("TIMEOUT" if timed[0] else "rc=%d" % rc), sec, b.cpu))
     if b.panicked():
         raise TestFailure("%s %s: guest kernel crashed, see %s" % (name, label, logfile))
+    if hung:
+        raise TestFailure("%s %s: guest kernel hung (%s), see %s" % (name, label, hung[0], logfile))
     if timed[0]:
         raise TestFailure("%s %s: timed out (%d s of qemu CPU or %d s wall), see %s" % (
             name, label, timeout, WALL_TIMEOUT_FACTOR * timeout, logfile))

@@ -10,7 +10,7 @@ from .dracut import build_initrd
 from .host import build_bchtool, build_binary, build_testbin, default_kernel, ensure_packages
 from .scenarios import E, SCENARIOS, sc_crashloop, sc_crashsafety, sc_powercut_light, sc_engine, sc_zfs
 
-SETS = ("ci", "long", "zfs-crash", "bench", "all")
+SETS = ("ci", "long", "zfs-crash", "zfs-crashloop", "bench", "all")
 
 
 def select(names):

@@ -134,12 +134,15 @@ def testbin_verdict(c, b, test, loop=None):
 
 def run_testbin(c, fs, env, test, scen="", loop=None, timeout=SUITE_TIMEOUT):
     """One guest running the static crash-safety test binary (host.build_testbin) on fresh disks of fs
-    (guest/crashsafety.sh); EPHEMERAL_ROOT_VM_SUBJECT_BIN puts an older build under test."""
+    (guest/crashsafety.sh); EPHEMERAL_ROOT_VM_SUBJECT_BIN puts an older build under test. The crash loops'
+    kernels log at loglevel 7: a hung task's stack trace reaches the serial log (qemu.HUNG stops the guest)."""
     d = os.path.join(WORK, c.name)
     os.makedirs(d, exist_ok=True)
     if fs.kind == "zfs":
         from .light import zfs_disk
-        disks = zfs_disk(os.path.join(d, "disk.img"))
+        # 4 GiB (sparse): a crash loop creates and destroys datasets by the thousand, and ZFS frees
+        # destroyed datasets' blocks in the background
+        disks = zfs_disk(os.path.join(d, "disk.img"), gib=4)
     else:
         disks = fs.make_disks(d)
     extra = {"/bin/crash_safety": env.testbin}
@@ -158,7 +161,7 @@ def run_testbin(c, fs, env, test, scen="", loop=None, timeout=SUITE_TIMEOUT):
     c.logs.append(logfile)
     c.boots += 1
     b = launch(c.name, test, logfile, kernel.vmlinuz, initrd,
-               GUEST_CMDLINE + " loglevel=4 ertest.script=crashsafety.sh " + " ".join(params),
+               GUEST_CMDLINE + " loglevel=%d ertest.script=crashsafety.sh " % (7 if loop else 4) + " ".join(params),
                disks, mem=1024 if fs.kind != "zfs" else fs.mem, timeout=timeout)
     for dsk in disks:
         os.unlink(dsk)
