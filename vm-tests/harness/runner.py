@@ -28,7 +28,7 @@ def select(names):
 
 
 def run_one(name):
-    """Run a scenario; once more if it failed on the known bcachefs 6.12 kernel bug (checks.known_kernel_bug)."""
+    """Run a scenario; once more if it failed on a known kernel bug (checks.known_kernel_bug)."""
     s = SCENARIOS[name]
     reruns = 0
     while True:
@@ -49,13 +49,21 @@ def run_one(name):
         except Exception as e:  # a harness error is a failure too
             res, msg = "ERROR", "%s: %s" % (type(e).__name__, e)
         if res in ("FAIL", "ERROR") and reruns == 0:
-            bug = [l for l in c.logs if os.path.exists(l) and checks.known_kernel_bug(open(l, errors="replace").read())]
+            bug = [(checks.known_kernel_bug(open(l, errors="replace").read()), l) for l in c.logs if os.path.exists(l)]
+            bug = [b for b in bug if b[0]]
             if bug:
-                log("%s: KNOWN KERNEL BUG (bcachefs 6.12 dead-snapshot deletion; emergency read-only) in %s: "
-                    "running the scenario once more" % (name, bug[0]))
+                log("%s: KNOWN KERNEL BUG (%s) in %s: running the scenario once more" % (name, bug[0][0], bug[0][1]))
                 reruns += 1
+                kept = []
+                for l in dict.fromkeys(c.logs):  # the rerun writes the same log names: keep the first's
+                    if os.path.exists(l):
+                        os.replace(l, l + ".first-attempt")
+                        kept.append(l + ".first-attempt")
+                first = (bug[0][0], msg, kept)
                 continue
         c.stats["kernel_bug_reruns"] = reruns
+        if reruns:
+            c.stats["kernel_bug"], c.stats["kernel_bug_failure"], c.stats["kernel_bug_logs"] = first
         c.stats["kernel_error_lines"] = len(c.kernel_errors)
         r = dict(result=res, seconds=round(time.time() - t, 1), message=msg, fs=s.fs.name, boots=c.boots,
                  checks=c.checks, notes=c.notes, stats=c.stats, tolerated_kernel_lines=c.kernel_lines)
@@ -128,13 +136,15 @@ def main(args):
             from .dracut import unit_summary
             extra.append(unit_summary(st["rollback_unit"]))
         if st.get("kernel_bug_reruns"):
-            extra.append("rerun after the known bcachefs 6.12 kernel bug")
+            extra.append("rerun after a known kernel bug (%s)" % st.get("kernel_bug", ["?"])[0])
         if r.get("tolerated_kernel_lines"):
             extra.append("tolerated kernel lines %s" % r["tolerated_kernel_lines"])
         print("  %-20s %-10s %-5s %5.0fs %6d %7d  %s" % (n, r.get("fs", ""), r["result"], r["seconds"], r["boots"],
                                                         r["checks"], "; ".join(extra + ([r["message"]] if r["message"] else []))))
     bugs = sum(r.get("stats", {}).get("kernel_bug_reruns", 0) for r in results.values())
-    print("  known bcachefs 6.12 kernel bug (dead-snapshot deletion) hit: %d time(s)" % bugs)
+    for name, _ in checks.KNOWN_KERNEL_BUGS:
+        print("  known kernel bug (%s) hit: %d time(s)" % (name, sum(
+            1 for r in results.values() if (r.get("stats", {}).get("kernel_bug") or [None])[0] == name)))
     json.dump(dict(total_seconds=round(total, 1), results=results, kernel_bug_reruns=bugs),
               open(os.path.join(WORK, "results.json"), "w"), indent=1, default=str)
     return 0 if all(results.get(n, {}).get("result") == "PASS" for n in sel) else 1
