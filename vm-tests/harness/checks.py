@@ -137,10 +137,10 @@ def selftest():
     zfs_hang = "\n".join([
         "[ 1209.689154] INFO: task txg_sync:193 blocked for more than 120 seconds.",
         "[ 1209.695340]  zio_wait+0x13e/0x2c0 [zfs]", "[ 1209.695774]  dsl_pool_sync+0x454/0x510 [zfs]"])
-    other_hang = zfs_hang.replace("zio_wait", "mutex_lock")
+    other_hang = zfs_hang.replace("txg_sync:193", "umount:7080")
     dead = "bcachefs (vda): bch2_delete_dead_snapshots(): error EROFS\nbcachefs (vda): emergency read only at seq 9"
     found = [known_kernel_bug(t) for t in (zfs_hang, other_hang, dead, "\n".join(good))]
-    assert found == ["ZFS txg_sync stuck in zio_wait", None, "bcachefs 6.12 dead-snapshot deletion", None], \
+    assert found == ["ZFS txg_sync hang", None, "bcachefs 6.12 dead-snapshot deletion", None], \
         "known kernel bugs: %s" % found
 
 
@@ -150,18 +150,20 @@ def selftest():
 # - Linux 6.12's bcachefs sometimes trips over its own background deletion of dead snapshots ("key in
 #   missing snapshot ... bch2_delete_dead_snapshots(): error ...") and goes emergency read-only; every
 #   later step then fails. We only issue SUBVOLUME_CREATE/DESTROY.
-# - ZFS 2.3.2 in the TCG guests: after 15-20 minutes of the crash loop (thousands of dataset creates,
-#   destroys and mounts) txg_sync waits forever in zio_wait() under dsl_pool_sync() for a write that never
-#   completes (qemu has no request in flight, the disk image is no longer written), and every ZFS call
-#   behind it hangs (umount in zil_close -> txg_wait_synced). Seen 2 times in about 3 guest-hours of
-#   crash loops on 2026-12-01; our program is not running at that moment (the test's own umount is).
+# - ZFS 2.3.2 in the TCG guests ("ZFS txg_sync hang"): after 15-20 minutes of the crash loop (thousands
+#   of dataset creates, destroys and mounts) txg_sync waits forever in zio_wait() under dsl_pool_sync()
+#   for a write that never completes (qemu has no request in flight, the disk image is no longer
+#   written), and every ZFS call behind it hangs (umount in zil_close -> txg_wait_synced). Seen 2 times
+#   in about 3 guest-hours of crash loops on 2026-12-01; our program was not running at that moment
+#   (the test's own umount was).
 KNOWN_KERNEL_BUGS = (
     ("bcachefs 6.12 dead-snapshot deletion",
      lambda t: ("bch2_delete_dead_snapshots(): error" in t or "missing snapshot" in t)
      and re.search(r"emergency read.only", t) is not None),
-    ("ZFS txg_sync stuck in zio_wait",
-     lambda t: re.search(r"INFO: task txg_sync:\d+ blocked for more than", t) is not None
-     and re.search(r"zio_wait\+.*\n(.*\n){0,2}.*dsl_pool_sync\+", t) is not None),
+    # ZFS's sync thread hung is never our doing (we only issue ioctls and mounts); the stack (loglevel 7, as
+    # the crash loops run) shows where: so far always zio_wait under dsl_pool_sync
+    ("ZFS txg_sync hang",
+     lambda t: re.search(r"INFO: task txg_sync:\d+ blocked for more than", t) is not None),
 )
 
 
