@@ -144,7 +144,7 @@ def selftest():
         "known kernel bugs: %s" % found
 
 
-# --- the known bcachefs 6.12 kernel bug (issue 12 item 6) ------------------------------------------
+# --- known kernel bugs (issue 12 item 6) -----------------------------------------------------------
 # Kernel failures that are not ours. A scenario that fails with one of them in one of its serial logs is
 # run once more (runner.run_one), loudly, and the count is in the results (kernel_bug_reruns, by name).
 # - Linux 6.12's bcachefs sometimes trips over its own background deletion of dead snapshots ("key in

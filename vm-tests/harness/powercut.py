@@ -24,6 +24,15 @@ from . import checks
 from .core import WORK, check, log
 
 
+# the first step line of a rollback: where both drivers start the clock of a cut
+STEP1 = r"ephemeral-root: step 1/"
+
+
+def stamps(lines, pattern):
+    """The serial log's own timestamps (first column) of the lines matching pattern."""
+    return [float(l.split()[0]) for l in lines if re.search(pattern, l)]
+
+
 def step_of(line):
     """'ephemeral-root: step 4/5: move ... 2026-...Z' -> 'rollback 4/5 move ... NAME'; `finish N/M:` lines
     (finish, or finish's work done by rollback) -> 'finish N/M ...'."""
@@ -139,8 +148,7 @@ class DracutCuts:
         b = self.m.boot(initrd=self.fault, label="calibrate")
         # after cuts, as many more old roots as cuts landed after the rollback (see cut())
         self.check(c, b, n, keep=self.keep, oldroots_range=self.want(c))
-        st = [float(l.split()[0]) for l in open(b.logfile).read().splitlines()[1:]
-              if re.search(r"ephemeral-root: step 1/|rollback finished in", l)]
+        st = stamps(open(b.logfile).read().splitlines()[1:], STEP1 + "|rollback finished in")
         # 0.95: a little short of the end, so nearly every cut lands mid-rollback
         return max(0.3, 0.95 * (st[-1] - st[0])) if len(st) >= 2 else 3.0
 
@@ -149,7 +157,7 @@ class DracutCuts:
 
     def cut(self, c, at, i):
         def trigger(line, el):
-            return at if re.search(r"ephemeral-root: step 1/", line) else None
+            return at if re.search(STEP1, line) else None
         b = self.m.boot(initrd=self.fault, kill=trigger, label="cut%02d" % i)
         if b.completed:  # the kill came too late: this boot counts as a normal one
             self.check(c, b, self.m.boots, keep=self.keep, oldroots_range=self.want(c))
@@ -169,9 +177,6 @@ class DracutCuts:
         last = c.completed[-1]
         self.fs.final_check(c, self.m, last, (len(c.completed) - 1, len(c.completed) - 1 + self.after_cuts),
                             ["marker-%d" % k for k in c.completed if k != last])
-
-
-ARMED_STEP1 = r"ephemeral-root: step 1/"
 
 
 class LightCuts:
@@ -198,8 +203,7 @@ class LightCuts:
         self.m.check(c, b, n, oldroots=len(c.completed))
         lines = open(b.logfile).read().splitlines()[1:]
         armed = next((k for k, l in enumerate(lines) if "ERTEST armed" in l), len(lines))
-        step1 = [float(l.split()[0]) for l in lines[armed:] if re.search(ARMED_STEP1, l)]
-        end = [float(l.split()[0]) for l in lines[armed:] if "ERTEST not-cut" in l]
+        step1, end = stamps(lines[armed:], STEP1), stamps(lines[armed:], "ERTEST not-cut")
         check(step1 and end, "%s: calibration boot did not finish its armed rollback (see %s)" % (c.name, b.logfile))
         return max(0.3, 0.95 * (end[0] - step1[0]))
 
@@ -208,7 +212,7 @@ class LightCuts:
 
         def trigger(line, el):
             armed[0] = armed[0] or "ERTEST armed" in line
-            return at if armed[0] and re.search(ARMED_STEP1, line) else None
+            return at if armed[0] and re.search(STEP1, line) else None
         n = self.m.boots + 1
         listall = i % 10 == 0 or self.cuts <= 20  # ZFS lists the newest 3 old roots otherwise (each is a mount)
         b = self.m.cycle(arm=True, delay_ms=self.delay_ms, kill=trigger, label="cut%03d" % i, listall=listall)
