@@ -224,6 +224,10 @@ pub struct Options {
     /// datasets over their directories); never for a tree others can mount into.
     pub cross_mounts: bool,
     pub max_depth: usize,
+    /// Directories this many levels below the root are reported without being opened or read
+    /// (their `empty_dir` is false): the caller walks them itself, e.g. several at once. Unlimited
+    /// by default.
+    pub leaf_depth: usize,
     /// At least 2.
     pub fd_window: usize,
 }
@@ -236,6 +240,7 @@ impl Default for Options {
             sorted: false,
             cross_mounts: false,
             max_depth: MAX_DEPTH,
+            leaf_depth: usize::MAX,
             fd_window: FD_WINDOW,
         }
     }
@@ -272,6 +277,12 @@ impl Names {
     }
     fn give_up(&mut self) {
         self.next = self.len();
+    }
+    /// Empty again, keeping the memory (a walker reuses the lists of directories it has left).
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+        self.next = 0;
     }
     fn sort(&mut self) {
         let mut idx: Vec<usize> = (0..self.len()).collect();
@@ -592,6 +603,12 @@ pub struct Walker<'r> {
     max_open: usize,
     first_open: usize,
     dirbuf: Vec<u8>,
+    /// The root had no entries when it was read.
+    root_empty: bool,
+    /// Name lists of directories already left, kept for the next ones: no allocation per
+    /// directory (musl's allocator returns small freed blocks to the kernel, and gets them back
+    /// with a page fault each).
+    spare: Vec<Names>,
 }
 
 impl<'r> Walker<'r> {
@@ -617,11 +634,14 @@ impl<'r> Walker<'r> {
             max_open: 0,
             first_open: 1,
             dirbuf: Vec::new(),
+            root_empty: false,
+            spare: Vec::new(),
         };
         let mut names = Names::default();
         // From the start, wherever the caller's descriptor was.
         rustix::fs::seek(root, rustix::fs::SeekFrom::Start(0))?;
         read_names_into(root, &mut w.dirbuf, &mut names)?;
+        w.root_empty = names.is_empty();
         if w.opts.sorted {
             names.sort();
         }
@@ -633,6 +653,11 @@ impl<'r> Walker<'r> {
             path_len: prefix.len(),
         });
         Ok(w)
+    }
+
+    /// Whether the root had no entries when the walk began (what `empty_dir` says of others).
+    pub fn root_is_empty(&self) -> bool {
+        self.root_empty
     }
 
     /// The most directory descriptors this walker has held open at once (tests).
@@ -682,10 +707,12 @@ impl<'r> Walker<'r> {
     }
 
     fn pop(&mut self) {
-        if let Some(f) = self.frames.pop() {
+        if let Some(mut f) = self.frames.pop() {
             if f.fd.is_some() {
                 self.open -= 1;
             }
+            f.names.clear();
+            self.spare.push(f.names);
         }
         if let Some(parent) = self.frames.last() {
             self.path.truncate(parent.path_len);
@@ -830,6 +857,7 @@ impl<'r> Walker<'r> {
                     Err(_) => Some(entry(false, false)),
                 }
             }
+            Kind::Dir if depth >= self.opts.leaf_depth => Some(entry(false, false)),
             Kind::Dir => {
                 let fd = match open_dir_x(dir, &self.path[name_at..], self.opts.cross_mounts) {
                     Ok(fd) => fd,
@@ -851,12 +879,15 @@ impl<'r> Walker<'r> {
                         ) == (meta.dev, meta.ino) => {}
                     _ => return Some(Step::Problem(self.path.len(), Problem::Replaced)),
                 }
-                let mut names = Names::default();
+                let mut names = self.spare.pop().unwrap_or_default();
                 if let Err(e) = read_names_into(fd.as_fd(), &mut self.dirbuf, &mut names) {
+                    names.clear();
+                    self.spare.push(names);
                     self.pending = Some(Problem::from_errno(e));
                     return Some(entry(false, false));
                 }
                 if names.is_empty() {
+                    self.spare.push(names);
                     return Some(entry(true, false));
                 }
                 if depth >= self.opts.max_depth {
@@ -1039,6 +1070,42 @@ mod tests {
             b"/pre/empty",
         ];
         assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn leaf_depth_reports_directories_without_reading_them() {
+        let t = TempDir::new("leaf");
+        std::fs::create_dir_all(t.0.join("a/b/c")).unwrap();
+        std::fs::write(t.0.join("a/b/c/f"), "x").unwrap();
+        std::fs::write(t.0.join("a/f"), "x").unwrap();
+        std::fs::create_dir(t.0.join("a/empty")).unwrap();
+        let fd = t.fd();
+        let opts = Options {
+            sorted: true,
+            leaf_depth: 2,
+            ..Default::default()
+        };
+        let mut w = Walker::new(fd.as_fd(), b"", opts).unwrap();
+        assert!(!w.root_is_empty());
+        let mut seen = vec![];
+        while let Some(ev) = w.next() {
+            if let Event::Entry(e) = ev {
+                seen.push((String::from_utf8_lossy(e.path).into_owned(), e.empty_dir));
+            }
+        }
+        // /a/b and /a/empty are at depth 2: listed, not entered, emptiness unknown (false).
+        let want = [
+            ("/a", false),
+            ("/a/b", false),
+            ("/a/empty", false),
+            ("/a/f", false),
+        ];
+        let want: Vec<(String, bool)> = want.iter().map(|(p, e)| (p.to_string(), *e)).collect();
+        assert_eq!(seen, want);
+        // Their own walk reads them; an empty one says so.
+        let empty = std::fs::File::open(t.0.join("a/empty")).unwrap();
+        let w = Walker::new(empty.as_fd(), b"/a/empty", Options::default()).unwrap();
+        assert!(w.root_is_empty());
     }
 
     #[test]

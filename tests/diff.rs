@@ -626,7 +626,10 @@ fn deep_chains_under_the_usual_fd_limit() {
 /// Each kind of change after a baseline: content, mode (file and directory), rename in place,
 /// move into a new directory, a new hard link, a moved directory (listed with everything below
 /// it), an atime-only read, a new empty directory. Each case sits in its own /var/lib/<name>
-/// group, so `diff -v` names every file. `settle`: wait this long after writing the tree before
+/// group, so `diff -v` names every file. And directories two levels down, where the walk splits
+/// the tree between its threads (src/diff/baseline.rs `SPLIT_DEPTH`): a new empty one
+/// (/srv/empty-new), one emptied since the baseline (/srv/emptied) and one empty and untouched
+/// since before it (/srv/empty-old, not listed). `settle`: wait this long after writing the tree before
 /// the baseline (so the ctime comparison can trust the untouched entries). Returns the file system
 /// with the changes made and the baseline taken.
 fn each_kind_of_change(tag: &str, settle: std::time::Duration) -> LoopFs {
@@ -645,6 +648,8 @@ fn each_kind_of_change(tag: &str, settle: std::time::Duration) -> LoopFs {
     ] {
         fs.write(&format!("@root/var/lib/{p}"), "old");
     }
+    fs.write("@root/srv/emptied/f", "old");
+    std::fs::create_dir(fs.p("@root/srv/empty-old")).unwrap();
     std::thread::sleep(settle);
     fs.ok(&["baseline"]);
     fs.mount();
@@ -681,6 +686,8 @@ fn each_kind_of_change(tag: &str, settle: std::time::Duration) -> LoopFs {
         "the read moved the access time"
     );
     std::fs::create_dir(r.join("empty-new")).unwrap();
+    std::fs::create_dir(fs.p("@root/srv/empty-new")).unwrap();
+    std::fs::remove_file(fs.p("@root/srv/emptied/f")).unwrap();
     fs.umount();
     fs
 }
@@ -698,6 +705,7 @@ fn lists_each_kind_of_change(out: &str, walk: bool) -> Result<(), String> {
         "/var/lib/swap/a/y (",
         "/var/lib/swap/b/x (",
         "/var/lib/empty-new/ ",
+        "/srv/empty-new/ ",
     ] {
         if !out.lines().any(|l| l.contains(want)) {
             return Err(format!("{want} missing:\n{out}"));
@@ -713,9 +721,13 @@ fn lists_each_kind_of_change(out: &str, walk: bool) -> Result<(), String> {
         "/var/lib/ren/from",
         "/var/lib/tree",
         "/var/lib/still",
+        "/srv/empty-old",
     ];
     if !walk {
         nots.push("/var/lib/out");
+        nots.push("/srv/emptied");
+    } else if !out.lines().any(|l| l.contains("/srv/emptied/ ")) {
+        return Err(format!("/srv/emptied/ missing:\n{out}"));
     }
     for not in nots {
         if out

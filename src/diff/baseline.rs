@@ -178,7 +178,8 @@ impl<'a> Cmp<'a> {
     }
 
     /// Entry `e`, `depth` levels below the root: into `t`, and its level if it is a directory.
-    fn entry(&mut self, t: &mut Tally, e: &Entry, depth: usize) {
+    /// Whether it changed since the baseline.
+    fn entry(&mut self, t: &mut Tally, e: &Entry, depth: usize) -> bool {
         self.n.entries += 1;
         let d = depth.max(1);
         self.lv.truncate(d);
@@ -205,6 +206,7 @@ impl<'a> Cmp<'a> {
                 missing: false,
             });
         }
+        changed
     }
 
     /// Names and states of the directories from the root's child to the last one entered.
@@ -230,12 +232,15 @@ fn dup(fd: BorrowedFd) -> Option<OwnedFd> {
     rustix::io::fcntl_dupfd_cloexec(fd, 0).ok()
 }
 
-/// A directory [`SPLIT_DEPTH`] levels down, whose subtree one of the threads walks.
+/// A directory [`SPLIT_DEPTH`] levels down, whose subtree one of the threads walks. The walk
+/// above it does not read it (a directory read twice costs a `getdents64` per entry on
+/// bcachefs 6.12); whether it is empty, which decides whether it counts itself, is known once
+/// its own walk reads it.
 struct Unit {
     path: Vec<u8>,
     chain: Vec<(Vec<u8>, State)>,
-    dev: u64,
-    ino: u64,
+    meta: Meta,
+    changed: bool,
 }
 
 fn walk_options() -> Options {
@@ -268,18 +273,22 @@ pub(crate) fn compare(
     // The top of the tree here; the subtrees below SPLIT_DEPTH into `units`.
     let mut top = Cmp::new(&sh, &[]);
     let mut units: Vec<Unit> = Vec::new();
-    let mut w = Walker::new(dir.as_fd(), b"", walk_options()).ctx(|| "read directory /")?;
+    let top_options = Options {
+        leaf_depth: SPLIT_DEPTH,
+        ..walk_options()
+    };
+    let mut w = Walker::new(dir.as_fd(), b"", top_options).ctx(|| "read directory /")?;
     while let Some(ev) = w.next() {
         let unit = match ev {
             Event::Entry(e) => {
                 p.tick();
-                top.entry(t, &e, e.depth);
+                let changed = top.entry(t, &e, e.depth);
                 // Split even with one thread: one code path whatever the machine.
                 (e.meta.kind == Kind::Dir && e.depth == SPLIT_DEPTH).then(|| Unit {
                     path: e.path.to_vec(),
                     chain: top.chain(),
-                    dev: e.meta.dev,
-                    ino: e.meta.ino,
+                    meta: e.meta,
+                    changed,
                 })
             }
             Event::Mount(_) => None,
@@ -362,6 +371,22 @@ fn walk_units(
                 continue;
             }
         };
+        if w.root_is_empty() {
+            // The directory itself, now that it is known to be empty (what the walk above it
+            // would have reported had it read it).
+            let e = Entry {
+                path: &u.path,
+                depth: SPLIT_DEPTH,
+                meta: u.meta,
+                empty_dir: true,
+                link: None,
+            };
+            if u.changed {
+                t.add(&e);
+            } else {
+                t.hide(Rule::Unchanged, u.meta.size);
+            }
+        }
         while let Some(ev) = w.next() {
             match ev {
                 Event::Entry(e) => {
@@ -389,7 +414,7 @@ fn open_unit(root: BorrowedFd, u: &Unit) -> std::result::Result<OwnedFd, Problem
         e => Problem::from_errno(e),
     })?;
     match meta_of(&fd) {
-        Ok(m) if (m.dev, m.ino) == (u.dev, u.ino) => Ok(fd),
+        Ok(m) if (m.dev, m.ino) == (u.meta.dev, u.meta.ino) => Ok(fd),
         Ok(_) => Err(Problem::Replaced),
         Err(e) => Err(Problem::from_errno(e)),
     }

@@ -585,7 +585,7 @@ bench_group() {
   lk=$(grep -o '[0-9]* of [0-9]* looked up' /tmp/b.ours | head -n 1)
   mu=$(awk '$1 == "full" {print $2}' /tmp/bt | bench_med)
   mo=$(awk '$1 == "ours" {print $2}' /tmp/bt | bench_med); mf=$(awk '$1 == "find" {print $2}' /tmp/bt | bench_med)
-  echo "TIME bench-diff bcachefs files=$files changed=$changed runs=$runs: diff ${mo} ms ($so files listed, $lk; --compare full ${mu} ms), find -newer ${mf} ms ($sf paths); samples $(tr '\n' ' ' < /tmp/bt)"
+  echo "TIME bench-diff bcachefs files=$files changed=$changed runs=$runs cpus=$(nproc): diff ${mo} ms ($so files listed, $lk; --compare full ${mu} ms), find -newer ${mf} ms ($sf paths); samples $(tr '\n' ' ' < /tmp/bt)"
   # the boot path in the small guest: rollback (timed), finish (not)
   : > /tmp/bt
   for r in $(seq 0 "$runs"); do

@@ -634,7 +634,7 @@ bench_group() {
   local mo mz mf
   mo=$(awk '$1 == "ours" {print $2}' /tmp/bt | bench_med); mz=$(awk '$1 == "zdiff" {print $2}' /tmp/bt | bench_med)
   mf=$(awk '$1 == "find" {print $2}' /tmp/bt | bench_med)
-  echo "TIME bench-diff zfs files=$files changed=$changed runs=$runs: diff ${mo} ms ($so files listed, $lk; --compare full ${mu} ms), zfs diff ${mz} ms ($sz lines), find -newer ${mf} ms ($sf paths); samples $(tr '\n' ' ' < /tmp/bt)"
+  echo "TIME bench-diff zfs files=$files changed=$changed runs=$runs cpus=$(nproc): diff ${mo} ms ($so files listed, $lk; --compare full ${mu} ms), zfs diff ${mz} ms ($sz lines), find -newer ${mf} ms ($sf paths); samples $(tr '\n' ' ' < /tmp/bt)"
   umount /tmp/broot
   # the boot path in the small guest: rollback (timed), finish (not)
   : > /tmp/bt

@@ -57,8 +57,8 @@ def verdict(c, b, expect_summary=1, min_json=1):
     return len(passes), len(fails)
 
 
-def run_suite(c, fs, env, script, params, label="suite", min_json=1):
-    """One guest running a suite script on fresh disks."""
+def run_suite(c, fs, env, script, params, label="suite", min_json=1, cpus=1):
+    """One guest running a suite script on fresh disks, with `cpus` vCPUs."""
     d = os.path.join(WORK, c.name)
     os.makedirs(d, exist_ok=True)
     if fs.kind == "zfs":
@@ -77,7 +77,7 @@ def run_suite(c, fs, env, script, params, label="suite", min_json=1):
     b = launch(c.name, label, logfile, kernel.vmlinuz, initrd,
                GUEST_CMDLINE + " loglevel=4 ertest.script=%s %s %s" % (
                    script, " ".join(extra), " ".join(params)),
-               disks, mem=1024 if fs.kind != "zfs" else fs.mem, timeout=SUITE_TIMEOUT)
+               disks, mem=1024 if fs.kind != "zfs" else fs.mem, smp=cpus, timeout=SUITE_TIMEOUT)
     for dsk in disks:
         os.unlink(dsk)
     p, f = verdict(c, b, min_json=min_json)
