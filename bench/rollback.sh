@@ -24,6 +24,14 @@
 # 5 recent old roots and DUE old roots 40+ days old with 3 nested subvolumes each, in both
 # layouts (ephemeral-root's @snapshots, read-only; the README's old_roots, writable). Retention:
 # ours `--keep 30d`, the README's `find -mtime +30`. Both keep the recent ones, prune the due ones.
+# With FRESH=1 every timed run starts from a fresh copy of the configuration's prepared image
+# instead (copied to RUNDIR, default /dev/shm, with its own loop device; after the run the copy is
+# checked as above and deleted): byte for byte the same filesystem before every run. Putting the
+# state back by deleting and recreating subvolumes ages the image: in the 46-due configurations,
+# 2 x 46 old roots with their nested subvolumes are deleted and recreated after every run that
+# pruned them, and the kernel floor (a0) there grew round after round (10.2, 25.6, 34.6, 32.2,
+# 30.7 ms at 1M/46/100, while it stayed at 7-9 ms without old roots due; bench/RESULTS-rollback.md).
+# RUNDIR on tmpfs means the loop devices' flushes reach no disk.
 # The variants alternate (their order rotates every round), configurations too, so machine load
 # hits all alike; each cell is the median of RUNS runs, after one warm-up round that is not
 # recorded. Timings are wall-clock from fork to exit. Results: bench/RESULTS-rollback.md.
@@ -36,6 +44,8 @@
 #               QUIET_BUDGET seconds in all, default 3600) until the 1-minute load average is
 #               below LOAD: on a shared machine, measure in its quieter moments (all variants of
 #               one configuration and round still run back to back)
+#   FRESH=1     a fresh copy of the prepared image for every timed run (above); RUNDIR=DIR for the
+#               copies (default /dev/shm: each copy is up to ~1 GB with 1M files)
 #   CANDIDATE="[VAR=VALUE…] BINARY"   also time this build's rollback (variant rb_candidate, with
 #               `finish` of the full build after it), to measure a change in the same run
 # Prints the table (markdown) on stdout; raw samples in $WORK/samples.tsv (kept with KEEP=1,
@@ -59,12 +69,15 @@ work=${WORK:-$(mktemp -d /var/tmp/er-rollback.XXXXXX)}
 mkdir -p "$work"
 cc -O2 -static -o "$work/floor" "$here/floor.c"
 
+rundir=${RUNDIR:-/dev/shm}
 loops=()
+run_dev= # FRESH=1: the loop device of the copy being measured
 cleanup() {
-  for l in "${loops[@]}"; do
+  for l in "${loops[@]}" $run_dev; do
     umount "$work/top" 2>/dev/null || true
     losetup -d "$l" 2>/dev/null || true
   done
+  [ -z "$run_dev" ] || rm -f "$rundir/er-rollback-run.img"
   if [ "${KEEP:-0}" != 1 ]; then
     [ -z "${OUT:-}" ] || cp "$work/samples.tsv" "$OUT" 2>/dev/null || true
     rm -rf "$work"
@@ -96,32 +109,66 @@ configure() {
   log "configuration $c: copying the base image, $k nested subvolumes, $d old roots due"
   cp --sparse=always "$work/base-$n.img" "$work/cfg-$c.img"
   btrfstune -m "$work/cfg-$c.img" >/dev/null
-  local l; l=$(losetup -f --show "$work/cfg-$c.img"); loops+=("$l"); dev[$c]=$l
+  local l; l=$(losetup -f --show "$work/cfg-$c.img"); dev[$c]=$l
+  [ "${FRESH:-0}" = 1 ] || loops+=("$l")
   mount -o subvolid=5 "$l" "$work/top"
   python3 "$state" configure "$work/top" "$work/base-$n.json" "$d" "$k" "$work/cfg-$c.json"
   python3 "$state" restore "$work/top" "$work/cfg-$c.json" >/dev/null
   umount "$work/top"
   cfgs+=("$c")
+  if [ "${FRESH:-0}" = 1 ]; then # the image stays as prepared; runs use copies
+    btrfs device scan --forget "$l" 2>/dev/null || true
+    losetup -d "$l"
+  fi
 }
 
-# restore C [readme|backlog]: the prepared state again (untimed), plus what the variant needs.
-# Checks that the variant that ran last on C pruned what it had to (all due old roots in its own
-# layout, none in the other), so no variant is timed doing less than its work.
-declare -A last
-restore() {
-  local c=$1 d=${1#*-}; d=${d%-*}
-  local want="0 0"
-  case ${last[$c]:-} in
-    rb_initrd | rb_full | rb_candidate | backlog) want="$d 0" ;; # (+ finish for rb_*)
-    readme) want="0 $d" ;;
+# pruned C VARIANT: how many old roots VARIANT must have pruned on C (@snapshots old_roots): all
+# due old roots in its own layout, none in the other.
+pruned() {
+  local d=${1#*-}; d=${d%-*}
+  case $2 in
+    rb_initrd | rb_full | rb_candidate | backlog) echo "$d 0" ;; # (+ finish for rb_*)
+    readme) echo "0 $d" ;;
+    *) echo "0 0" ;;
   esac
+}
+
+# put_back C VARIANT [readme|backlog]: the prepared state again on C's device (untimed), plus what
+# the next variant needs; checks that VARIANT, which ran last on it, pruned what it had to, so no
+# variant is timed doing less than its work.
+put_back() {
+  local c=$1 want; want=$(pruned "$1" "$2")
   mount -o subvolid=5 "${dev[$c]}" "$work/top"
-  local got; got=$(python3 "$state" restore "$work/top" "$work/cfg-$c.json" "${2:-}")
+  local got; got=$(python3 "$state" restore "$work/top" "$work/cfg-$c.json" "${3:-}")
   umount "$work/top"
   if [ "$got" != "$want" ]; then
-    echo "rollback.sh: after ${last[$c]:-setup} on $c, old roots pruned (@snapshots old_roots): $got, expected $want" >&2
+    echo "rollback.sh: after ${2:-setup} on $c, old roots pruned (@snapshots old_roots): $got, expected $want" >&2
     exit 1
   fi
+}
+
+# restore C [readme|backlog]: before a timed run. By default the variant that ran last on C is
+# undone on the same image; with FRESH=1, C's device is a new copy of the prepared image (the last
+# run's copy was checked and deleted by done_with).
+declare -A last
+restore() {
+  local c=$1
+  if [ "${FRESH:-0}" != 1 ]; then
+    put_back "$c" "${last[$c]:-}" "${2:-}"
+    return
+  fi
+  cp --sparse=always "$work/cfg-$c.img" "$rundir/er-rollback-run.img"
+  run_dev=$(losetup -f --show "$rundir/er-rollback-run.img"); dev[$c]=$run_dev
+  put_back "$c" "" "${2:-}"
+}
+# done_with C VARIANT: after a timed run (and `finish`). With FRESH=1: check the copy, delete it.
+done_with() {
+  last[$1]=$2
+  [ "${FRESH:-0}" = 1 ] || return 0
+  put_back "$1" "$2"
+  btrfs device scan --forget "$run_dev" 2>/dev/null || true
+  losetup -d "$run_dev"; run_dev=
+  rm -f "$rundir/er-rollback-run.img"
 }
 
 us() { local t=${1/./}; echo "${t#0}"; }
@@ -167,7 +214,7 @@ run_variant() { # C VARIANT
       ;;
     readme) restore "$c" readme; timed "$c" readme "$here/impermanence-baseline.sh" "${dev[$c]}" ;;
   esac
-  last[$c]=$2
+  done_with "$c" "$2"
 }
 
 machine() {
@@ -208,7 +255,8 @@ for round in $(seq 0 "$runs"); do
     done
   done
 done
-for c in "${cfgs[@]}"; do restore "$c"; done
+[ "${FRESH:-0}" = 1 ] || for c in "${cfgs[@]}"; do restore "$c"; done
+echo "- state before every timed run: $([ "${FRESH:-0}" = 1 ] && echo "a fresh copy of the prepared image, in $rundir ($(df -T "$rundir" | awk 'NR==2 {print $2}'))" || echo "the same image, the last variant's work undone")" >>"$work/machine.md"
 echo "- load average at end: $(cut -d' ' -f1-3 /proc/loadavg); 1-minute load average when each configuration's turn began: $(sort -n "$work/load" | sed -n '1p;$p' | paste -sd- ) (median $(sort -n "$work/load" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'))${QUIET:+, waiting for it to be below $QUIET (up to 5 min a turn, $((${QUIET_BUDGET:-3600} - budget)) s waited in all)}" >>"$work/machine.md"
 cat "$work/machine.md"
 echo
