@@ -90,14 +90,27 @@ impl Tally {
         }
     }
 
-    /// Name the branch if fewer than [`INCOMPLETE_SHOWN`] are named, else count it; true if named.
+    /// Name the branch if it is among the [`INCOMPLETE_SHOWN`] first in byte order seen so far,
+    /// else count it; true if named. The named ones are the same whatever order the branches come
+    /// in (several threads walk the tree), so the report is the same from one run to the next.
     fn keep_incomplete(&mut self, path: Vec<u8>, p: Problem) -> bool {
         if self.incomplete.len() < INCOMPLETE_SHOWN {
             self.incomplete.push((path, p));
-            true
-        } else {
-            self.incomplete_more += 1;
-            false
+            return true;
+        }
+        self.incomplete_more += 1;
+        let last = self
+            .incomplete
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1 .0.cmp(&b.1 .0))
+            .map(|(i, _)| i);
+        match last {
+            Some(i) if path < self.incomplete[i].0 => {
+                self.incomplete[i] = (path, p);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -461,6 +474,38 @@ pub fn run(cli: &Cli, s: &Settings, old: Option<&str>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_branches_named_do_not_depend_on_the_order_they_come_in() {
+        let cx = || noise::Context::new(&[], b"", HashSet::new());
+        let paths: Vec<Vec<u8>> = (0..27).map(|i| format!("/d{i:02}").into_bytes()).collect();
+        let run = |order: &[usize], split: usize| {
+            // two walkers' tallies, merged as the threads of a walk are
+            let (mut a, mut b) = (Tally::new(cx()), Tally::new(cx()));
+            for (k, &i) in order.iter().enumerate() {
+                let t = if k < split { &mut a } else { &mut b };
+                t.problem(&paths[i], Problem::Denied);
+            }
+            a.merge(b);
+            let r = a.finish(String::new(), String::new());
+            (
+                r.incomplete.iter().map(|x| x.0.clone()).collect::<Vec<_>>(),
+                r.incomplete_more,
+            )
+        };
+        let forward: Vec<usize> = (0..27).collect();
+        let backward: Vec<usize> = (0..27).rev().collect();
+        let shuffled: Vec<usize> = (0..27).map(|i| (i * 10) % 27).collect();
+        let want = (paths[..INCOMPLETE_SHOWN].to_vec(), 7);
+        for (order, split) in [
+            (&forward, 27),
+            (&backward, 27),
+            (&backward, 5),
+            (&shuffled, 13),
+        ] {
+            assert_eq!(run(order, split), want, "{order:?} split at {split}");
+        }
+    }
 
     #[test]
     fn tmpfs_root_detection() {
