@@ -611,11 +611,42 @@ pub struct Walker<'r> {
     spare: Vec<Names>,
 }
 
+/// The memory a finished walk leaves for the next one on the same thread (several walks in a row:
+/// no allocating and freeing per walk, which musl's allocator turns into `mmap`/`munmap` and page
+/// faults).
+#[derive(Default)]
+pub struct Scratch {
+    dirbuf: Vec<u8>,
+    spare: Vec<Names>,
+    frames: Vec<Frame>,
+    path: Vec<u8>,
+}
+
 impl<'r> Walker<'r> {
     /// Walk below `root` (not reported itself). Fails only if `root` cannot be read.
     pub fn new(root: BorrowedFd<'r>, prefix: &[u8], opts: Options) -> Result<Walker<'r>, Errno> {
+        Walker::with_scratch(root, prefix, opts, Scratch::default())
+    }
+
+    /// [`Walker::new`], reusing what an earlier walk left ([`Walker::into_scratch`]).
+    pub fn with_scratch(
+        root: BorrowedFd<'r>,
+        prefix: &[u8],
+        opts: Options,
+        scratch: Scratch,
+    ) -> Result<Walker<'r>, Errno> {
+        let Scratch {
+            dirbuf,
+            mut spare,
+            mut frames,
+            mut path,
+        } = scratch;
+        frames.clear();
+        path.clear();
+        path.extend_from_slice(prefix);
         let st = statx_fd(root)?;
         let meta = Meta::from_statx(&st);
+        let mut names = spare.pop().unwrap_or_default();
         let mut w = Walker {
             root,
             opts: Options {
@@ -624,8 +655,8 @@ impl<'r> Walker<'r> {
             },
             root_dev: meta.dev,
             root_mnt: mnt_id(&st),
-            frames: Vec::new(),
-            path: prefix.to_vec(),
+            frames,
+            path,
             trunc: None,
             link: Vec::new(),
             pending: None,
@@ -633,11 +664,10 @@ impl<'r> Walker<'r> {
             open: 0,
             max_open: 0,
             first_open: 1,
-            dirbuf: Vec::new(),
+            dirbuf,
             root_empty: false,
-            spare: Vec::new(),
+            spare,
         };
-        let mut names = Names::default();
         // From the start, wherever the caller's descriptor was.
         rustix::fs::seek(root, rustix::fs::SeekFrom::Start(0))?;
         read_names_into(root, &mut w.dirbuf, &mut names)?;
@@ -653,6 +683,20 @@ impl<'r> Walker<'r> {
             path_len: prefix.len(),
         });
         Ok(w)
+    }
+
+    /// What this walk leaves for the next one ([`Walker::with_scratch`]); its descriptors are
+    /// closed.
+    pub fn into_scratch(mut self) -> Scratch {
+        while !self.frames.is_empty() {
+            self.pop();
+        }
+        Scratch {
+            dirbuf: self.dirbuf,
+            spare: self.spare,
+            frames: self.frames,
+            path: self.path,
+        }
     }
 
     /// Whether the root had no entries when the walk began (what `empty_dir` says of others).
@@ -996,7 +1040,16 @@ mod tests {
 
     /// Everything a walk reports: path → description.
     fn collect(root: &OwnedFd, opts: Options) -> (BTreeMap<Vec<u8>, String>, usize) {
-        let mut w = Walker::new(root.as_fd(), b"", opts).unwrap();
+        let (out, max, _) = collect_with(root, opts, Scratch::default());
+        (out, max)
+    }
+
+    fn collect_with(
+        root: &OwnedFd,
+        opts: Options,
+        scratch: Scratch,
+    ) -> (BTreeMap<Vec<u8>, String>, usize, Scratch) {
+        let mut w = Walker::with_scratch(root.as_fd(), b"", opts, scratch).unwrap();
         let mut out = BTreeMap::new();
         while let Some(ev) = w.next() {
             let (p, d) = match ev {
@@ -1016,7 +1069,35 @@ mod tests {
             };
             assert!(out.insert(p.clone(), d).is_none(), "twice: {p:?}");
         }
-        (out, w.max_open_fds())
+        let max = w.max_open_fds();
+        (out, max, w.into_scratch())
+    }
+
+    #[test]
+    fn a_walk_reusing_another_walks_scratch_sees_the_same() {
+        // a deep tree (frames, name lists, a long path left behind), then a wide one, then the deep
+        // one again, each with what the walk before it left
+        let deep = TempDir::new("scratch-deep");
+        chain(&deep.fd(), 40, "d");
+        let wide = TempDir::new("scratch-wide");
+        for i in 0..300 {
+            std::fs::create_dir_all(wide.0.join(format!("w{i}/x"))).unwrap();
+        }
+        std::fs::write(wide.0.join("w7/x/f"), "x").unwrap();
+        let opts = || Options {
+            fd_window: 4,
+            ..Default::default()
+        };
+        let (want_deep, _) = collect(&deep.fd(), opts());
+        let (want_wide, _) = collect(&wide.fd(), opts());
+        let (got, _, s) = collect_with(&deep.fd(), opts(), Scratch::default());
+        assert_eq!(got, want_deep);
+        let (got, _, s) = collect_with(&wide.fd(), opts(), s);
+        assert_eq!(got, want_wide);
+        assert_eq!(got.len(), 601);
+        let (got, max_open, _) = collect_with(&deep.fd(), opts(), s);
+        assert_eq!(got, want_deep);
+        assert!(max_open <= 4, "{max_open}");
     }
 
     #[test]

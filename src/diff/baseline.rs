@@ -33,7 +33,7 @@ use crate::clock::Reading;
 use crate::error::{Context, Result};
 use crate::walk::{
     meta_at, meta_of, open_dir_beneath_crossing, open_dir_crossing, Entry, Event, Kind, Meta,
-    Options, Problem, Walker,
+    Options, Problem, Scratch, Walker,
 };
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -349,6 +349,7 @@ fn walk_units(
     mut p: Option<&mut Progress>,
 ) -> (Tally, Counts) {
     let mut n = Counts::default();
+    let mut scratch = Scratch::default();
     while let Some(u) = units.get(next.fetch_add(1, Ordering::Relaxed)) {
         // The directory the top walk saw, opened again from the root (crossing only our own
         // mounts, as the walk does) and checked to be the same one.
@@ -364,13 +365,14 @@ fn walk_units(
             max_depth: walk_options().max_depth.saturating_sub(SPLIT_DEPTH),
             ..walk_options()
         };
-        let mut w = match Walker::new(fd.as_fd(), &u.path, opts) {
-            Ok(w) => w,
-            Err(e) => {
-                t.problem(&u.path, Problem::from_errno(e));
-                continue;
-            }
-        };
+        let mut w =
+            match Walker::with_scratch(fd.as_fd(), &u.path, opts, std::mem::take(&mut scratch)) {
+                Ok(w) => w,
+                Err(e) => {
+                    t.problem(&u.path, Problem::from_errno(e));
+                    continue;
+                }
+            };
         if w.root_is_empty() {
             // The directory itself, now that it is known to be empty (what the walk above it
             // would have reported had it read it).
@@ -400,6 +402,7 @@ fn walk_units(
                 Event::Problem(path, pr) => t.problem(path, pr),
             }
         }
+        scratch = w.into_scratch();
         n.entries += c.n.entries;
         n.looked_up += c.n.looked_up;
     }
