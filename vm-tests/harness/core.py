@@ -1,6 +1,7 @@
 """Shared basics of the VM harness: paths, logging, failures, subprocess helpers, the per-scenario context."""
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -91,3 +92,30 @@ class Ctx:
     def note(self, msg):
         self.notes.append(msg)
         log("%s: %s" % (self.name, msg))
+
+
+class Stage:
+    """A directory filled with the files of an initrd overlay, named by their paths in the guest (emptied
+    first)."""
+
+    def __init__(self, root):
+        self.root = root
+        shutil.rmtree(root, ignore_errors=True)
+
+    def _at(self, path):
+        p = os.path.join(self.root, path.lstrip("/"))
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        return p
+
+    def put(self, path, data=None, src=None, mode=0o644):
+        """A file: the text `data`, or a copy of the host file `src`."""
+        p = self._at(path)
+        if src:
+            shutil.copyfile(src, p)
+        else:
+            open(p, "w").write(data)
+        os.chmod(p, mode)
+
+    def link(self, path, target):
+        os.symlink(target, self._at(path))
+

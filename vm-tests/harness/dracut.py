@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from . import checks
-from .core import GUEST_CMDLINE, GUEST, REPO, WORK, check, log, out, run, sha256_files
+from .core import GUEST_CMDLINE, GUEST, REPO, WORK, Stage, check, log, out, run, sha256_files
 from .qemu import launch
 
 BOOT_TIMEOUT = 150  # qemu CPU seconds for one boot under TCG (a normal boot takes ~12-27)
@@ -74,21 +74,8 @@ def overlay(name, fs, env, conf=None, fail_closed=False, fault_bin=None, fault_e
     """Test-only files on top of the dracut initrd (a second cpio archive the kernel unpacks after it):
     the OS mounts, the order probe, the check --json probe, the self-test's planter, variant configs."""
     stage = os.path.join(WORK, "overlay", name)
-    shutil.rmtree(stage, ignore_errors=True)
-
-    def put(path, data=None, src=None, mode=0o644):
-        p = os.path.join(stage, path.lstrip("/"))
-        os.makedirs(os.path.dirname(p), exist_ok=True)
-        if src:
-            shutil.copyfile(src, p)
-        else:
-            open(p, "w").write(data)
-        os.chmod(p, mode)
-
-    def link(path, target):
-        p = os.path.join(stage, path.lstrip("/"))
-        os.makedirs(os.path.dirname(p), exist_ok=True)
-        os.symlink(target, p)
+    st = Stage(stage)
+    put, link = st.put, st.link
 
     put("/ertest/busybox", src="/bin/busybox", mode=0o755)
     for f in ("order-probe", "mount-bcachefs-top", "setup-bcachefs", "stage2-init", "check-json", "plant"):

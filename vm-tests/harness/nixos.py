@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import time
 
-from .core import GUEST_CMDLINE, CACHE, GUEST, HERE, WORK, check, log, out, run, sha256_files
+from .core import GUEST_CMDLINE, CACHE, GUEST, HERE, WORK, Stage, check, log, out, run, sha256_files
 from .dracut import Machine, check_after_rollback
 from .fs import Bcachefs, Btrfs
 
@@ -258,24 +258,14 @@ PLANTS = {
 def overlay(name, fs, env, plant=None):
     mf = manifest(fs.sample)
     stage = os.path.join(WORK, "overlay", name)
-    shutil.rmtree(stage, ignore_errors=True)
-
-    def put(path, data=None, src=None, mode=0o644):
-        p = os.path.join(stage, path.lstrip("/"))
-        os.makedirs(os.path.dirname(p), exist_ok=True)
-        if src:
-            shutil.copyfile(src, p)
-        else:
-            open(p, "w").write(data)
-        os.chmod(p, mode)
+    st = Stage(stage)
+    put, link = st.put, st.link
 
     # 1. the rendered files, as the manifest lists them
     base = os.path.join(RENDERED, fs.sample)
     for f in mf["files"]:
-        p = os.path.join(stage, f["path"].lstrip("/"))
-        os.makedirs(os.path.dirname(p), exist_ok=True)
         if f["symlink"] is not None:
-            os.symlink(f["symlink"], p)
+            link(f["path"], f["symlink"])
             continue
         data = open(os.path.join(base, f["file"])).read()
         if plant == "unit-after-sysroot" and f["path"] == "/etc/systemd/system/ephemeral-root.service":
@@ -329,9 +319,7 @@ def overlay(name, fs, env, plant=None):
     # has no activation: this stand-in writes only /etc/os-release (ROOT_ALLOW: the one file the fresh
     # root may hold in stage 2).
     put(etc + "ertest-nixos-activation.service", ACTIVATION)
-    lnk = os.path.join(stage, (etc + "initrd.target.requires/ertest-nixos-activation.service").lstrip("/"))
-    os.makedirs(os.path.dirname(lnk), exist_ok=True)
-    os.symlink("../ertest-nixos-activation.service", lnk)
+    link(etc + "initrd.target.requires/ertest-nixos-activation.service", "../ertest-nixos-activation.service")
     fs.extra_files(put)
     from .host import cpio
     return cpio(stage)
