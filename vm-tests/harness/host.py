@@ -151,6 +151,23 @@ def build_binary(fault):
     return os.path.join(tdir, TARGET, "release", "ephemeral-root")
 
 
+def build_initrd_binary(full):
+    """The initrd build (no `tools` feature: rollback, finish, check, list, gc, pin, baseline), what the
+    initrds hold, as ephemeral-root-initrd ships it: EPHEMERAL_ROOT_VM_INITRD_BIN, or built here. Not the
+    full build (`full`) when none is given: its `check` adds the persistence checks, which fail in an
+    initrd that has not mounted the store, so a plain `vm-tests/run` would not test what CI tests."""
+    if os.environ.get("EPHEMERAL_ROOT_VM_INITRD_BIN"):
+        return os.path.abspath(os.environ["EPHEMERAL_ROOT_VM_INITRD_BIN"])
+    if os.environ.get("EPHEMERAL_ROOT_VM_BIN"):
+        # a prebuilt full tool without an initrd build beside it: keep the two consistent (both given)
+        return full
+    tdir = os.path.join(REPO, "target", "vm-initrd")
+    log("building ephemeral-root (initrd build)")
+    run(["cargo", "build", "--quiet", "--release", "--target", TARGET, "--target-dir", tdir, "--no-default-features"],
+        cwd=REPO)
+    return os.path.join(tdir, TARGET, "release", "ephemeral-root")
+
+
 def build_testbin(test="crash_safety"):
     """tests/crash_safety.rs as a static test binary (fault-injection, musl) for the small guests
     (guest/crashsafety.sh): the same scenarios and invariants as on the host, on bcachefs and ZFS.

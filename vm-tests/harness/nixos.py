@@ -436,8 +436,9 @@ def sc_nixos(c, fs, env, boots=3):
 
 def prepare(env):
     """Before the NixOS-rendered scenarios run: the trixie initrd and the binary for the store path."""
-    ib = os.environ.get("EPHEMERAL_ROOT_VM_INITRD_BIN")
-    env.initrd_binary = os.path.abspath(ib) if ib else env.binary
+    if not getattr(env, "initrd_binary", None):
+        from .host import build_initrd_binary
+        env.initrd_binary = build_initrd_binary(env.binary)
     env.nixos_base, env.nixos_versions = build_base(env.kernel)
 
 

@@ -7,7 +7,7 @@ import time
 from . import checks
 from .core import FIXTURE_SET, FIXTURES, T0, WORK, Ctx, Skip, TestFailure, log
 from .dracut import build_initrd
-from .host import build_bchtool, build_binary, build_testbin, default_kernel, ensure_packages
+from .host import build_bchtool, build_binary, build_initrd_binary, build_testbin, default_kernel, ensure_packages
 from .scenarios import E, SCENARIOS, sc_crashloop, sc_crashsafety, sc_powercut_light, sc_engine, sc_zfs
 
 SETS = ("ci", "long", "zfs-crash", "zfs-crashloop", "bench", "all")
@@ -91,8 +91,8 @@ def prepare(sel):
     if dracut:
         # The dracut initrd holds the initrd build (rollback, finish, check: what ephemeral-root-initrd
         # ships) when one is given; the guests' tools (diff, restore in the suites) use the full build.
-        ib = os.environ.get("EPHEMERAL_ROOT_VM_INITRD_BIN")
-        E.base = build_initrd(E.kernel, os.path.abspath(ib) if ib else E.binary)
+        E.initrd_binary = build_initrd_binary(E.binary)
+        E.base = build_initrd(E.kernel, E.initrd_binary)
     if any(getattr(s.fs, "sample", None) for s in scs):
         from .nixos import prepare as nixos_prepare  # the NixOS-rendered boots' trixie initrd
         nixos_prepare(E)
