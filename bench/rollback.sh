@@ -25,7 +25,7 @@
 # layouts (ephemeral-root's @snapshots, read-only; the README's old_roots, writable). Retention:
 # ours `--keep 30d`, the README's `find -mtime +30`. Both keep the recent ones, prune the due ones.
 # With FRESH=1 every timed run starts from a fresh copy of the configuration's prepared image
-# instead (copied to RUNDIR, default /dev/shm, with its own loop device; after the run the copy is
+# instead (copied into a new directory in RUNDIR, default /dev/shm, with its own loop device; after the run the copy is
 # checked as above and deleted): byte for byte the same filesystem before every run. Putting the
 # state back by deleting and recreating subvolumes ages the image: in the 46-due configurations,
 # 2 x 46 old roots with their nested subvolumes are deleted and recreated after every run that
@@ -69,15 +69,20 @@ work=${WORK:-$(mktemp -d /var/tmp/er-rollback.XXXXXX)}
 mkdir -p "$work"
 cc -O2 -static -o "$work/floor" "$here/floor.c"
 
-rundir=${RUNDIR:-/dev/shm}
+fresh=${FRESH:-0}
 loops=()
-run_dev= # FRESH=1: the loop device of the copy being measured
+# FRESH=1: the copies go into a directory of our own (RUNDIR is usually the world-writable
+# /dev/shm, where a fixed name could be someone's symlink); run_dev is the copy being measured.
+run_img= run_dev=
+if [ "$fresh" = 1 ]; then
+  run_img=$(mktemp -d "${RUNDIR:-/dev/shm}/er-rollback.XXXXXX")/run.img
+fi
 cleanup() {
   for l in "${loops[@]}" $run_dev; do
     umount "$work/top" 2>/dev/null || true
     losetup -d "$l" 2>/dev/null || true
   done
-  [ -z "$run_dev" ] || rm -f "$rundir/er-rollback-run.img"
+  [ -z "$run_img" ] || rm -rf "$(dirname "$run_img")"
   if [ "${KEEP:-0}" != 1 ]; then
     [ -z "${OUT:-}" ] || cp "$work/samples.tsv" "$OUT" 2>/dev/null || true
     rm -rf "$work"
@@ -110,13 +115,13 @@ configure() {
   cp --sparse=always "$work/base-$n.img" "$work/cfg-$c.img"
   btrfstune -m "$work/cfg-$c.img" >/dev/null
   local l; l=$(losetup -f --show "$work/cfg-$c.img"); dev[$c]=$l
-  [ "${FRESH:-0}" = 1 ] || loops+=("$l")
+  [ "$fresh" = 1 ] || loops+=("$l")
   mount -o subvolid=5 "$l" "$work/top"
   python3 "$state" configure "$work/top" "$work/base-$n.json" "$d" "$k" "$work/cfg-$c.json"
   python3 "$state" restore "$work/top" "$work/cfg-$c.json" >/dev/null
   umount "$work/top"
   cfgs+=("$c")
-  if [ "${FRESH:-0}" = 1 ]; then # the image stays as prepared; runs use copies
+  if [ "$fresh" = 1 ]; then # the image stays as prepared; runs use copies
     btrfs device scan --forget "$l" 2>/dev/null || true
     losetup -d "$l"
   fi
@@ -153,22 +158,22 @@ put_back() {
 declare -A last
 restore() {
   local c=$1
-  if [ "${FRESH:-0}" != 1 ]; then
+  if [ "$fresh" != 1 ]; then
     put_back "$c" "${last[$c]:-}" "${2:-}"
     return
   fi
-  cp --sparse=always "$work/cfg-$c.img" "$rundir/er-rollback-run.img"
-  run_dev=$(losetup -f --show "$rundir/er-rollback-run.img"); dev[$c]=$run_dev
+  cp --sparse=always "$work/cfg-$c.img" "$run_img"
+  run_dev=$(losetup -f --show "$run_img"); dev[$c]=$run_dev
   put_back "$c" "" "${2:-}"
 }
 # done_with C VARIANT: after a timed run (and `finish`). With FRESH=1: check the copy, delete it.
 done_with() {
   last[$1]=$2
-  [ "${FRESH:-0}" = 1 ] || return 0
+  [ "$fresh" = 1 ] || return 0
   put_back "$1" "$2"
   btrfs device scan --forget "$run_dev" 2>/dev/null || true
   losetup -d "$run_dev"; run_dev=
-  rm -f "$rundir/er-rollback-run.img"
+  rm -f "$run_img"
 }
 
 us() { local t=${1/./}; echo "${t#0}"; }
@@ -255,8 +260,8 @@ for round in $(seq 0 "$runs"); do
     done
   done
 done
-[ "${FRESH:-0}" = 1 ] || for c in "${cfgs[@]}"; do restore "$c"; done
-echo "- state before every timed run: $([ "${FRESH:-0}" = 1 ] && echo "a fresh copy of the prepared image, in $rundir ($(df -T "$rundir" | awk 'NR==2 {print $2}'))" || echo "the same image, the last variant's work undone")" >>"$work/machine.md"
+[ "$fresh" = 1 ] || for c in "${cfgs[@]}"; do restore "$c"; done
+echo "- state before every timed run: $([ "$fresh" = 1 ] && echo "a fresh copy of the prepared image, in $(dirname "$run_img") ($(df -T "$(dirname "$run_img")" | awk 'NR==2 {print $2}'))" || echo "the same image, the last variant's work undone")" >>"$work/machine.md"
 echo "- load average at end: $(cut -d' ' -f1-3 /proc/loadavg); 1-minute load average when each configuration's turn began: $(sort -n "$work/load" | sed -n '1p;$p' | paste -sd- ) (median $(sort -n "$work/load" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'))${QUIET:+, waiting for it to be below $QUIET (up to 5 min a turn, $((${QUIET_BUDGET:-3600} - budget)) s waited in all)}" >>"$work/machine.md"
 cat "$work/machine.md"
 echo
