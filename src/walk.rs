@@ -750,13 +750,18 @@ impl<'r> Walker<'r> {
         }
     }
 
+    /// Keep a name list for the next directory.
+    fn recycle(&mut self, mut names: Names) {
+        names.clear();
+        self.spare.push(names);
+    }
+
     fn pop(&mut self) {
-        if let Some(mut f) = self.frames.pop() {
+        if let Some(f) = self.frames.pop() {
             if f.fd.is_some() {
                 self.open -= 1;
             }
-            f.names.clear();
-            self.spare.push(f.names);
+            self.recycle(f.names);
         }
         if let Some(parent) = self.frames.last() {
             self.path.truncate(parent.path_len);
@@ -925,16 +930,16 @@ impl<'r> Walker<'r> {
                 }
                 let mut names = self.spare.pop().unwrap_or_default();
                 if let Err(e) = read_names_into(fd.as_fd(), &mut self.dirbuf, &mut names) {
-                    names.clear();
-                    self.spare.push(names);
+                    self.recycle(names);
                     self.pending = Some(Problem::from_errno(e));
                     return Some(entry(false, false));
                 }
                 if names.is_empty() {
-                    self.spare.push(names);
+                    self.recycle(names);
                     return Some(entry(true, false));
                 }
                 if depth >= self.opts.max_depth {
+                    self.recycle(names);
                     self.pending = Some(Problem::TooDeep(self.opts.max_depth));
                     return Some(entry(false, false));
                 }
