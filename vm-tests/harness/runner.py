@@ -90,7 +90,7 @@ def prepare(sel):
         log("kernel %s; fixtures %s (set %s)" % (E.kernel, FIXTURES, FIXTURE_SET))
     if dracut:
         # The dracut initrd holds the initrd build (rollback, finish, check: what ephemeral-root-initrd
-        # ships) when one is given; the guests' tools (diff, restore in the suites) use the full build.
+        # ships; host.build_initrd_binary); the guests' tools (diff, restore in the suites) use the full build.
         E.initrd_binary = build_initrd_binary(E.binary)
         E.base = build_initrd(E.kernel, E.initrd_binary)
     if any(getattr(s.fs, "sample", None) for s in scs):
